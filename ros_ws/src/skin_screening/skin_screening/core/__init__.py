@@ -1,0 +1,1 @@
+"""ROS-free core shared by training, evaluation and the nodes."""

@@ -1,0 +1,63 @@
+"""Frames -> Scores with one engine and one model card: what the node and evaluation both run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .engines import Engine, EngineError, open_engine, warmup
+from .model_card import ModelCard
+from .postprocess import DecisionRule, Scores, score
+from .precision import Backend, Precision, parse_backend, parse_precision
+from .preprocess import prepare_batch
+
+
+class Classifier:
+    """A model folder opened at one precision on one backend."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        precision: Precision | str = Precision.FP32,
+        backend: Backend | str = Backend.ONNXRUNTIME,
+        threads: int | None = None,
+        rule: DecisionRule | None = None,
+        warmup_runs: int = 3,
+    ):
+        self.model_dir = Path(model_dir)
+        self.precision, self.backend = parse_precision(precision), parse_backend(backend)
+        self.card = ModelCard.load(self.model_dir)
+        self.rule = rule or self.card.decision
+        self.engine: Engine = open_engine(self.model_dir, self.precision, self.backend, threads)
+        self._check_compatible()
+        if warmup_runs:
+            warmup(self.engine, iterations=warmup_runs)
+        self.model_id = self.card.model_id(self.engine.path.name)
+
+    def _check_compatible(self) -> None:
+        spec = self.engine.inputs[0]
+        size = self.card.preprocessing.input_size
+        if spec.name != self.card.input_name or tuple(spec.shape[1:]) != (size, size, 3):
+            raise EngineError(
+                f'{self.engine.path} takes {spec.name}{list(spec.shape)}, but its model card '
+                f'says {self.card.input_name}[N, {size}, {size}, 3]: engine and card do not match'
+            )
+        if self.card.output_name not in {o.name for o in self.engine.outputs}:
+            raise EngineError(f'{self.engine.path} has no output {self.card.output_name!r}')
+
+    def logits(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """Preprocessed N x S x S x 3 -> (N x K logits, engine milliseconds)."""
+        start = time.perf_counter()
+        out = self.engine.infer({self.card.input_name: batch})[self.card.output_name]
+        return out, (time.perf_counter() - start) * 1000.0
+
+    def classify(self, frames: Sequence[np.ndarray]) -> tuple[Scores, float]:
+        """RGB uint8 frames -> (Scores, engine milliseconds for the batch)."""
+        logits, ms = self.logits(prepare_batch(frames, self.card.preprocessing))
+        return score(logits, self.rule), ms
+
+    def close(self) -> None:
+        self.engine.close()

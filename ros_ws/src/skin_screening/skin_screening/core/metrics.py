@@ -1,0 +1,102 @@
+"""Binary screening metrics: one module for training CV, variant evaluation and bag replay."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+THRESHOLD_POLICIES = ('max_f1', 'min_sensitivity')
+
+
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> float:
+    """ECE of the positive-class probability over equal-width bins."""
+    y, prob = np.asarray(y, float), np.asarray(prob, float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(prob[mask].mean() - y[mask].mean())
+    return float(ece)
+
+
+def binary_report(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC, PR-AUC and ECE."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    prob = np.asarray(prob, float)
+    pred = prob >= threshold
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    both = len(np.unique(y)) == 2
+    return {
+        'n': int(len(y)),
+        'positives': int(y.sum()),
+        'threshold': float(threshold),
+        'accuracy': (tp + tn) / len(y) if len(y) else math.nan,
+        'precision': precision,
+        'recall': recall,
+        'specificity': tn / (tn + fp) if tn + fp else 0.0,
+        'f1': 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        'roc_auc': float(roc_auc_score(y, prob)) if both else math.nan,
+        'pr_auc': float(average_precision_score(y, prob)) if both else math.nan,
+        'ece': expected_calibration_error(y, prob),
+    }
+
+
+def choose_threshold(
+    y: np.ndarray, prob: np.ndarray, policy: str = 'max_f1', min_sensitivity: float = 0.9
+) -> float:
+    """Decision threshold from validation data.
+
+    max_f1: the threshold with the highest F1. min_sensitivity: the highest threshold whose
+    recall is still >= min_sensitivity (a screening tool should not miss cancers).
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    if policy not in THRESHOLD_POLICIES:
+        raise ValueError(f'threshold policy must be one of {THRESHOLD_POLICIES}, not {policy!r}')
+    y = np.asarray(y).astype(int)
+    prob = np.asarray(prob, float)
+    precision, recall, thresholds = precision_recall_curve(y, prob)
+    precision, recall = precision[:-1], recall[:-1]
+    if policy == 'max_f1':
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-12), 0)
+        return float(thresholds[int(np.argmax(f1))])
+    ok = np.nonzero(recall >= min_sensitivity)[0]
+    return float(thresholds[ok[-1]]) if len(ok) else float(thresholds[0])
+
+
+def fit_temperature(y: np.ndarray, logits: np.ndarray) -> float:
+    """Temperature minimising the validation negative log-likelihood (logits: N or N x K)."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y, float)
+    z = np.asarray(logits, float)
+    z = z[:, None] if z.ndim == 1 else z
+
+    def nll(log_t: float) -> float:
+        p = np.clip((1 / (1 + np.exp(-z / math.exp(log_t)))).mean(axis=1), 1e-7, 1 - 1e-7)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    result = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method='bounded')
+    return float(math.exp(result.x))
+
+
+def mean_std(reports: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per-metric mean and standard deviation over folds."""
+    keys = [k for k, v in reports[0].items() if isinstance(v, float)]
+    return {
+        k: {
+            'mean': float(np.nanmean([r[k] for r in reports])),
+            'std': float(np.nanstd([r[k] for r in reports])),
+        }
+        for k in keys
+    }

@@ -1,0 +1,78 @@
+"""model_card.json: everything needed to run, trust and reproduce a model artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .postprocess import DecisionRule
+from .preprocess import Preprocessing
+
+CARD_NAME = 'model_card.json'
+
+
+class ModelCardError(ValueError):
+    """Missing or unreadable model card."""
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    name: str
+    architecture: str
+    preprocessing: Preprocessing
+    decision: DecisionRule
+    heads: int = 1
+    input_name: str = 'image'
+    output_name: str = 'logits'
+    classes: tuple[str, str] = ('other', 'skin_cancer')
+    data: dict[str, Any] = field(default_factory=dict)  # dataset, mapping, counts, split
+    training: dict[str, Any] = field(default_factory=dict)  # resolved config, seeds, wall time
+    metrics: dict[str, Any] = field(default_factory=dict)  # CV folds, mean/std, held-out
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> sha256, bytes, ...
+
+    def model_id(self, file_name: str = 'model.fp32.onnx') -> str:
+        digest = self.files.get(file_name, {}).get('sha256', '')
+        return f'{self.name}@{digest[:8]}' if digest else self.name
+
+    def add_file(self, path: Path, **info: Any) -> None:
+        self.files[path.name] = {
+            'sha256': sha256_file(path), 'bytes': path.stat().st_size, **info
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data['preprocessing'] = self.preprocessing.to_dict()
+        data['decision'] = self.decision.to_dict()
+        data['classes'] = list(self.classes)
+        return data
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / CARD_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str) + '\n')
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelCard:
+        path = Path(directory)
+        path = path if path.suffix == '.json' else path / CARD_NAME
+        try:
+            data = json.loads(path.read_text())
+            data['preprocessing'] = Preprocessing.from_dict(data['preprocessing'])
+            data['decision'] = DecisionRule.from_dict(data['decision'])
+            data['classes'] = tuple(data.get('classes', ('other', 'skin_cancer')))
+            return cls(**data)
+        except FileNotFoundError:
+            raise ModelCardError(f'no model card at {path}') from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelCardError(f'model card {path} is invalid: {exc}') from exc

@@ -1,0 +1,54 @@
+"""Shared fixtures. Every ROS process a test starts is local-only and on its own ROS domain."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Any rclpy used in this process, and every child it starts, stays on this machine.
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+HAM = SHARED / 'datasets' / 'ham10000'
+HAM_FULLRES = SHARED / 'datasets' / 'ham10000_fullres_sample'
+WEIGHTS_05 = SHARED / 'weights' / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
+
+# Domains 1..100, starting at a random offset so two test runs on one machine rarely meet.
+_domains = itertools.cycle(range(1, 101))
+for _ in range(random.Random(os.getpid()).randrange(100)):
+    next(_domains)
+
+
+def pytest_sessionstart(session):
+    from skin_screening.bootstrap import ensure_messages
+
+    ensure_messages(verbose=True)
+
+
+@pytest.fixture
+def ros_env(monkeypatch) -> dict[str, str]:
+    """Environment for ROS child processes: localhost discovery and a domain of this test's own."""
+    domain = str(next(_domains))
+    monkeypatch.setenv('ROS_DOMAIN_ID', domain)
+    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    return dict(os.environ)
+
+
+@pytest.fixture(scope='session')
+def ham() -> Path:
+    if not (HAM / 'labels.csv').is_file():
+        pytest.skip(f'real HAM10000 images not found at {HAM} (../shared is absent)')
+    return HAM
+
+
+@pytest.fixture(scope='session')
+def ham_fullres() -> Path:
+    if not (HAM_FULLRES / 'labels.csv').is_file():
+        pytest.skip(f'full-resolution HAM10000 sample not found at {HAM_FULLRES}')
+    return HAM_FULLRES

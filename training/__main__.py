@@ -1,0 +1,93 @@
+"""python -m training {train,variants,evaluate} ... (see --help of each)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import run_training
+
+    config = load_config(args.config, args.set)
+    run_training(config)
+    return 0
+
+
+def _variants(args: argparse.Namespace) -> int:
+    from .variants import VariantConfig, build_variants
+
+    config = VariantConfig(
+        calibration_images=args.calibration_images,
+        calibration_method=args.calibration_method,
+        backends=tuple(args.backend),
+        precisions=tuple(args.precision),
+    )
+    for path in build_variants(args.model_dir, config, args.calibration_data):
+        print(path)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_variants, print_table
+
+    rows = evaluate_variants(
+        args.model_dir, args.images, precisions=args.precision, backends=args.backend,
+        limit=args.limit, threads=args.threads, out=args.out,
+    )
+    print_table(rows)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog='python -m training', description=__doc__)
+    sub = root.add_subparsers(dest='command', required=True)
+
+    train = sub.add_parser('train', help='cross-validated training, ONNX export and model card')
+    train.add_argument('--config', help='YAML file overriding the defaults (training/config.py)')
+    train.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                       help='override one key, e.g. --set train.views=4 (repeatable)')
+    train.set_defaults(func=_train)
+
+    precisions, backends = ['fp32', 'fp16', 'int8'], ['onnxruntime', 'tensorrt']
+    variants = sub.add_parser('variants', help='FP16 and INT8 ONNX variants of a model folder')
+    variants.add_argument('--model-dir', required=True)
+    variants.add_argument('--calibration-data', default=None,
+                          help='CSV of calibration images (default: the run\'s split.csv, '
+                               'training folds only)')
+    variants.add_argument('--calibration-images', type=int, default=500)
+    variants.add_argument('--calibration-method', default='entropy',
+                          choices=['minmax', 'entropy', 'percentile'])
+    variants.add_argument('--precision', nargs='+', default=precisions, choices=precisions)
+    variants.add_argument('--backend', nargs='+', default=['onnxruntime'], choices=backends)
+    variants.set_defaults(func=_variants)
+
+    evaluate = sub.add_parser('evaluate', help='every variant on the same held-out images')
+    evaluate.add_argument('--model-dir', required=True)
+    evaluate.add_argument('--images', default=None, help='CSV path,label (default: heldout.csv)')
+    evaluate.add_argument('--precision', nargs='+', default=precisions, choices=precisions)
+    evaluate.add_argument('--backend', nargs='+', default=['onnxruntime'], choices=backends)
+    evaluate.add_argument('--limit', type=int, default=None)
+    evaluate.add_argument('--threads', type=int, default=None)
+    evaluate.add_argument('--out', default=None, help='write the table as CSV/JSON here')
+    evaluate.set_defaults(func=_evaluate)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from skin_screening.core.engines import EngineError
+
+    from .data import DataError
+    from .model import TrainingError
+
+    try:
+        return args.func(args)
+    except (DataError, TrainingError, EngineError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

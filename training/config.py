@@ -1,0 +1,133 @@
+"""Typed configuration of a training run: dataclasses, YAML overrides, resolved copy saved."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    format: str = 'ham10000'  # ham10000 | folder | csv
+    root: str = '../shared/datasets/ham10000'
+    mapping: str = 'ham10000'  # a name in training/mappings/ or a path to a YAML mapping
+    csv: str | None = None  # for format=csv: path,label[,group]
+    bad_images: str = 'skip'  # skip | fail
+    limit: int | None = None  # take a stratified, group-aware subset (tests, quick runs)
+
+
+@dataclass
+class SplitConfig:
+    folds: int = 5
+    inner_val_fraction: float = 0.15  # groups held out of each training fold for early stopping
+    holdout_fold: int = 0  # the release model is the model of this fold; its fold is the test set
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = 'mobilenet_v2'
+    alpha: float = 0.5
+    input_size: int = 224
+    resize: str = 'center_crop'
+    weights: str = 'imagenet'  # imagenet | none | path to a no-top .h5
+    weights_fallback: str | None = (
+        '../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
+    )
+    cut_layer: str = 'block_12_add'  # frozen below (activations cached), trained above
+    dropout: float = 0.3
+    heads: int = 1
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = 'cached'  # cached (paper recipe on cached activations) | full (tf.data, GPU)
+    views: int = 8  # dihedral views cached per image (1, 2, 4 or 8)
+    batch_size: int = 64
+    head_epochs: int = 8
+    head_lr: float = 1e-3
+    finetune_epochs: int = 20
+    finetune_lr: float = 2e-4
+    weight_decay: float = 1e-4
+    patience: int = 4
+    class_weights: bool = True
+    threshold_policy: str = 'max_f1'  # max_f1 | min_sensitivity
+    min_sensitivity: float = 0.90
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    tolerance: float = 1e-4
+    check_images: int = 32
+
+
+@dataclass
+class RunConfig:
+    name: str = 'mobilenetv2-a0.5'
+    out_dir: str = 'data/runs/training'
+    cache_dir: str = 'data/cache'
+    seed: int = 1234
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _merge(instance: Any, overrides: dict[str, Any], where: str = '') -> Any:
+    names = {f.name: f for f in dataclasses.fields(instance)}
+    for key, value in overrides.items():
+        if key not in names:
+            raise KeyError(f'unknown config key {where}{key!r}; known: {sorted(names)}')
+        current = getattr(instance, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise TypeError(f'config key {where}{key} must be a mapping')
+            _merge(current, value, f'{where}{key}.')
+        else:
+            setattr(instance, key, value)
+    return instance
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML file <- 'section.key=value' overrides (values parsed as YAML)."""
+    config = RunConfig()
+    if path:
+        _merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    for item in overrides or []:
+        dotted, _, raw = item.partition('=')
+        if not _:
+            raise ValueError(f'override {item!r} is not key=value')
+        tree: dict[str, Any] = {}
+        node = tree
+        *parents, leaf = dotted.split('.')
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+        _merge(config, tree)
+    return config
+
+
+def set_seeds(seed: int) -> None:
+    """Seed every generator once, at the start of a run."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(seed)
+    except ImportError:
+        pass

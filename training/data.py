@@ -1,0 +1,183 @@
+"""Labelled lesion images: datasets, configurable binary mappings, lesion-grouped folds."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from skin_screening.core.preprocess import FrameError, load_rgb
+
+from .config import DataConfig, SplitConfig
+
+IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp'}
+MAPPINGS_DIR = Path(__file__).with_name('mappings')
+
+
+class DataError(ValueError):
+    """The dataset cannot be used as configured (message says why and what to fix)."""
+
+
+@dataclass
+class LabelledSet:
+    paths: list[Path]
+    labels: list[str]  # the dataset's own class names
+    y: np.ndarray  # binary: 1 = skin cancer
+    groups: np.ndarray  # lesion / patient id; one image per group when the data has none
+    ids: list[str]  # stable image ids (file stem)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: np.ndarray) -> LabelledSet:
+        index = np.asarray(index)
+        return LabelledSet(
+            [self.paths[i] for i in index], [self.labels[i] for i in index],
+            self.y[index], self.groups[index], [self.ids[i] for i in index],
+        )
+
+
+def _norm(name: str) -> str:
+    return re.sub(r'[\s\-_]+', '_', name.strip().lower())
+
+
+@dataclass(frozen=True)
+class Mapping:
+    name: str
+    positive: frozenset[str]
+    negative: frozenset[str]
+
+    @classmethod
+    def load(cls, name_or_path: str) -> Mapping:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = MAPPINGS_DIR / f'{name_or_path}.yaml'
+        if not path.is_file():
+            known = sorted(p.stem for p in MAPPINGS_DIR.glob('*.yaml'))
+            raise DataError(f'no label mapping {name_or_path!r}; shipped mappings: {known}')
+        spec = yaml.safe_load(path.read_text())
+        return cls(
+            path.stem,
+            frozenset(_norm(x) for x in spec['skin_cancer']),
+            frozenset(_norm(x) for x in spec['other']),
+        )
+
+    def binary(self, labels: list[str]) -> np.ndarray:
+        normed = [_norm(label) for label in labels]
+        unmapped = sorted({lab for lab in normed if lab not in self.positive | self.negative})
+        if unmapped:
+            raise DataError(
+                f'labels not in mapping {self.name!r}: {unmapped}. Add them to skin_cancer or '
+                'other in the mapping YAML.'
+            )
+        return np.array([lab in self.positive for lab in normed], dtype=np.int64)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise DataError(f'label file {path} not found')
+    with path.open(newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def _from_rows(root: Path, rows, path_key, label_key, group_key, mapping) -> LabelledSet:
+    paths = [root / r[path_key] for r in rows]
+    labels = [r[label_key] for r in rows]
+    groups = [r.get(group_key) or p.stem for r, p in zip(rows, paths)] if group_key else None
+    groups = groups or [p.stem for p in paths]
+    return LabelledSet(
+        paths, labels, mapping.binary(labels), np.array(groups), [p.stem for p in paths]
+    )
+
+
+def load_dataset(config: DataConfig) -> LabelledSet:
+    """Read a dataset's index (no pixels) and map its labels to binary."""
+    root = Path(config.root)
+    if not root.is_dir():
+        raise DataError(f'dataset folder {root} not found')
+    mapping = Mapping.load(config.mapping)
+    if config.format == 'ham10000':
+        labels_csv = root / 'labels.csv'
+        if labels_csv.is_file():
+            data = _from_rows(root, _read_csv(labels_csv), 'image', 'dx', 'lesion_id', mapping)
+        else:  # the original release: HAM10000_metadata.csv + images/<image_id>.jpg
+            rows = _read_csv(root / 'HAM10000_metadata.csv')
+            for row in rows:
+                row['image'] = f'images/{row["image_id"]}.jpg'
+            data = _from_rows(root, rows, 'image', 'dx', 'lesion_id', mapping)
+    elif config.format == 'folder':
+        rows = [
+            {'path': str(p.relative_to(root)), 'label': p.parent.name}
+            for p in sorted(root.glob('*/*'))
+            if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        data = _from_rows(root, rows, 'path', 'label', None, mapping)
+    elif config.format == 'csv':
+        csv_path = Path(config.csv or root / 'labels.csv')
+        rows = _read_csv(csv_path)
+        if rows and not {'path', 'label'} <= set(rows[0]):
+            raise DataError(f'{csv_path} needs columns path,label[,group]')
+        data = _from_rows(root, rows, 'path', 'label', 'group', mapping)
+    else:
+        raise DataError(f'unknown dataset format {config.format!r} (ham10000, folder, csv)')
+    if len(data) == 0:
+        raise DataError(f'no images found in {root}')
+    for cls, name in ((1, 'skin_cancer'), (0, 'other')):
+        if not np.any(data.y == cls):
+            raise DataError(f'class {name!r} has no images in {root}: both classes are needed')
+    if config.limit:
+        data = stratified_group_subset(data, config.limit)
+    return data
+
+
+def stratified_group_subset(data: LabelledSet, limit: int, seed: int = 0) -> LabelledSet:
+    """About `limit` images, whole groups only, both classes kept in proportion."""
+    if limit >= len(data):
+        return data
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    parts = max(2, round(len(data) / limit))
+    splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
+    _, index = next(splitter.split(np.zeros(len(data)), data.y, data.groups))
+    return data.subset(np.sort(index))
+
+
+def grouped_folds(data: LabelledSet, split: SplitConfig, seed: int) -> np.ndarray:
+    """Fold number per image: stratified by label, grouped by lesion (no lesion in two folds)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fold = np.full(len(data), -1, dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=split.folds, shuffle=True, random_state=seed)
+    for k, (_, index) in enumerate(splitter.split(np.zeros(len(data)), data.y, data.groups)):
+        fold[index] = k
+    return fold
+
+
+def inner_split(data: LabelledSet, index: np.ndarray, fraction: float, seed: int):
+    """Split training indices into (fit, validation) by group, stratified."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    parts = max(2, round(1 / fraction))
+    splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
+    fit, val = next(splitter.split(np.zeros(len(index)), data.y[index], data.groups[index]))
+    return index[fit], index[val]
+
+
+def read_images(data: LabelledSet, policy: str = 'skip'):
+    """Decode every image; report unreadable ones (count + first paths); skip or fail."""
+    images, keep, bad = [], [], []
+    for i, path in enumerate(data.paths):
+        try:
+            images.append(load_rgb(path))
+            keep.append(i)
+        except FrameError as exc:
+            bad.append(str(exc))
+    if bad:
+        report = f'{len(bad)} unreadable image(s), first: ' + '; '.join(bad[:3])
+        if policy == 'fail':
+            raise DataError(report)
+        print(f'warning: {report} (skipped)')
+    return images, data.subset(np.array(keep, dtype=np.int64)), bad

@@ -1,0 +1,139 @@
+"""Every variant on the same held-out images through the same Classifier interface.
+
+Per precision x backend: file size (and ratio to FP32), parameter count, latency (median, p90)
+at batch 1 and 8, throughput, screening metrics at the model card's threshold, and agreement of
+decisions with FP32.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from skin_screening.core.classifier import Classifier
+from skin_screening.core.engines import EngineError, variant_path
+from skin_screening.core.metrics import binary_report
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.precision import parse_backend, parse_precision
+from skin_screening.core.preprocess import load_rgb, prepare_batch
+
+
+def load_labelled_csv(path: Path, limit: int | None = None) -> tuple[list[Path], np.ndarray]:
+    rows = list(csv.DictReader(Path(path).open()))
+    if not rows or not {'path', 'y'} <= set(rows[0]):
+        raise ValueError(f'{path} needs columns path and y (1 = skin cancer)')
+    rows = rows[:limit] if limit else rows
+    return [Path(r['path']) for r in rows], np.array([int(r['y']) for r in rows])
+
+
+def parameter_count(onnx_path: Path) -> int:
+    """Weights in the graph (float initializers with more than one element), from the file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    return int(sum(numpy_helper.to_array(t).size for t in model.graph.initializer
+                   if t.data_type in (1, 10) and np.prod(t.dims) > 1))
+
+
+def time_engine(clf: Classifier, batch: np.ndarray, size: int, repeats: int) -> list[float]:
+    """Engine milliseconds per call for `repeats` calls of batch `size` (after warm-up)."""
+    x = np.ascontiguousarray(np.resize(batch, (size, *batch.shape[1:])))
+    clf.logits(x)
+    return [clf.logits(x)[1] for _ in range(repeats)]
+
+
+def evaluate_one(clf: Classifier, images: np.ndarray, y: np.ndarray, repeats: int) -> dict:
+    from skin_screening.core.postprocess import score
+
+    logits = np.concatenate(
+        [clf.logits(images[s : s + 32])[0] for s in range(0, len(images), 32)]
+    )
+    scores = score(logits, clf.rule)
+    b1 = time_engine(clf, images[:1], 1, repeats)
+    b8 = time_engine(clf, images[:8], 8, max(5, repeats // 4))
+    report = binary_report(y, scores.probability, clf.rule.threshold)
+    return {
+        'precision': clf.precision.value,
+        'backend': clf.backend.value,
+        'file': clf.engine.path.name,
+        'size_mb': clf.engine.path.stat().st_size / 1e6,
+        'latency_b1_ms': statistics.median(b1),
+        'latency_b1_p90_ms': float(np.percentile(b1, 90)),
+        'latency_b8_ms': statistics.median(b8),
+        'throughput_ips': 8000.0 / statistics.median(b8),
+        'ppv': report['precision'],  # 'precision' names the numeric precision here
+        **{k: report[k] for k in ('f1', 'recall', 'specificity', 'roc_auc', 'accuracy')},
+        '_decision': scores.decision,
+        '_probability': scores.probability,
+    }
+
+
+def evaluate_variants(
+    model_dir: str | Path,
+    images_csv: str | Path | None = None,
+    precisions=('fp32', 'fp16', 'int8'),
+    backends=('onnxruntime',),
+    limit: int | None = None,
+    threads: int | None = None,
+    repeats: int = 50,
+    out: str | Path | None = None,
+) -> list[dict]:
+    model_dir = Path(model_dir)
+    card = ModelCard.load(model_dir)
+    csv_path = Path(images_csv or model_dir / card.data.get('heldout_file', 'heldout.csv'))
+    paths, y = load_labelled_csv(csv_path, limit)
+    images = prepare_batch([load_rgb(p) for p in paths], card.preprocessing)
+    params = parameter_count(model_dir / 'model.fp32.onnx')
+    rows = []
+    for backend in map(parse_backend, backends):
+        for precision in map(parse_precision, precisions):
+            if not variant_path(model_dir, precision, backend).is_file():
+                print(f'skipped {precision.value}/{backend.value}: variant not built')
+                continue
+            try:
+                clf = Classifier(model_dir, precision, backend, threads=threads)
+            except EngineError as exc:
+                print(f'skipped {precision.value}/{backend.value}: {exc}')
+                continue
+            start = time.perf_counter()
+            row = evaluate_one(clf, images, y, repeats)
+            row |= {'parameters': params, 'images': len(y), 'wall_s': time.perf_counter() - start}
+            clf.close()
+            rows.append(row)
+    reference = next((r for r in rows if r['precision'] == 'fp32'), None)
+    for row in rows:
+        if reference is not None:
+            row['size_ratio'] = row['size_mb'] / reference['size_mb']
+            row['latency_ratio'] = row['latency_b1_ms'] / reference['latency_b1_ms']
+            row['delta_f1'] = row['f1'] - reference['f1']
+            row['agreement'] = float(np.mean(row['_decision'] == reference['_decision']))
+            row['max_abs_prob_diff'] = float(
+                np.max(np.abs(row['_probability'] - reference['_probability'])))
+    public = [{k: v for k, v in r.items() if not k.startswith('_')} for r in rows]
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'variants.json').write_text(json.dumps(public, indent=2))
+        with (out / 'variants.csv').open('w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(public[0]))
+            writer.writeheader()
+            writer.writerows(public)
+    return public
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f'{"precision":<9} {"backend":<11} {"MB":>6} {"×FP32":>6} {"b1 ms":>7} {"p90":>6} '
+            f'{"b8 ms":>7} {"img/s":>7} {"F1":>6} {"ΔF1":>6} {"AUC":>6} {"agree":>6}')
+    print(head)
+    for r in rows:
+        print(f'{r["precision"]:<9} {r["backend"]:<11} {r["size_mb"]:>6.2f} '
+              f'{r.get("size_ratio", float("nan")):>6.2f} {r["latency_b1_ms"]:>7.2f} '
+              f'{r["latency_b1_p90_ms"]:>6.2f} {r["latency_b8_ms"]:>7.2f} '
+              f'{r["throughput_ips"]:>7.0f} {r["f1"]:>6.3f} {r.get("delta_f1", 0):>+6.3f} '
+              f'{r["roc_auc"]:>6.3f} {r.get("agreement", float("nan")):>6.3f}')

@@ -1,0 +1,92 @@
+"""Frozen-backbone activations at the cut layer, computed once per dataset and cached on disk.
+
+The frozen front is exported with the same tf2onnx path as the final model and run by ONNX
+Runtime (about 3 ms per 224 image here, vs about 24 ms in TensorFlow), over the 8 dihedral views
+(rotations by 90 degrees, with and without a flip) of each image: dermatoscopic images have no
+canonical orientation, so every view is an equally real training example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from skin_screening.core.preprocess import FrameError, Preprocessing, load_rgb, resize, scale
+from tqdm import tqdm
+
+from .data import DataError, LabelledSet
+from .export import to_onnx
+
+
+def dihedral(image: np.ndarray, view: int) -> np.ndarray:
+    """View 0 is the image itself; 1-3 rotate by 90/180/270 degrees; 4-7 add a flip."""
+    out = np.rot90(image, view % 4, axes=(0, 1))
+    return np.ascontiguousarray(out[:, ::-1] if view >= 4 else out)
+
+
+def _key(front_onnx: bytes, data: LabelledSet, spec: Preprocessing, views: int) -> str:
+    digest = hashlib.sha256(hashlib.sha256(front_onnx).digest())
+    digest.update(json.dumps([spec.to_dict(), views, data.ids]).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_activations(
+    data: LabelledSet,
+    front,
+    spec: Preprocessing,
+    views: int,
+    cache_dir: Path,
+    bad_images: str = 'skip',
+    batch: int = 32,
+) -> tuple[np.ndarray, LabelledSet]:
+    """-> (activations [views, N, h, w, c] float16, the images actually read)."""
+    import onnxruntime as ort
+
+    proto = to_onnx(front, spec.input_size, opset=17, output_name='features')
+    blob = proto.SerializeToString()
+    folder = Path(cache_dir) / f'features-{_key(blob, data, spec, views)}'
+    meta_path = folder / 'meta.json'
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        acts = np.load(folder / 'activations.npy', mmap_mode='r')
+        print(f'cached activations: {folder} ({acts.shape})')
+        return acts, data.subset(np.array(meta['kept'], dtype=np.int64))
+    folder.mkdir(parents=True, exist_ok=True)
+    session = ort.InferenceSession(blob, providers=['CPUExecutionProvider'])
+    name = session.get_inputs()[0].name
+    shape = session.get_outputs()[0].shape[1:]
+    partial = folder / 'activations.partial.npy'
+    acts = np.lib.format.open_memmap(partial, 'w+', np.float16, (views, len(data), *shape))
+    kept, bad = [], []
+    for start in tqdm(range(0, len(data), batch), desc='frozen features', unit='batch'):
+        images = []
+        for i in range(start, min(start + batch, len(data))):
+            try:
+                images.append(resize(load_rgb(data.paths[i]), spec))
+                kept.append(i)
+            except FrameError as exc:
+                bad.append(str(exc))
+        if not images:
+            continue
+        row = len(kept) - len(images)
+        for view in range(views):
+            x = scale(np.stack([dihedral(im, view) for im in images]), spec)
+            acts[view, row : row + len(images)] = session.run(None, {name: x})[0]
+    if bad:
+        report = f'{len(bad)} unreadable image(s), first: ' + '; '.join(bad[:3])
+        if bad_images == 'fail':
+            raise DataError(report)
+        print(f'warning: {report} (skipped)')
+    acts.flush()
+    del acts
+    final = folder / 'activations.npy'
+    if bad:  # drop the unused tail rows
+        full = np.load(partial, mmap_mode='r')
+        np.save(final, full[:, : len(kept)])
+        partial.unlink()
+    else:
+        partial.rename(final)
+    meta_path.write_text(json.dumps({'kept': kept, 'bad': bad[:100], 'views': views}))
+    return np.load(final, mmap_mode='r'), data.subset(np.array(kept, dtype=np.int64))

@@ -1,0 +1,105 @@
+"""MobileNetV2 transfer-learning classifier, split at a cut layer into frozen front and top."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig
+
+KERAS_WEIGHTS = 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5'
+
+
+class TrainingError(RuntimeError):
+    """Training cannot proceed as configured (message says what to change)."""
+
+
+def import_keras() -> Any:
+    try:
+        import keras
+    except ImportError as exc:
+        raise TrainingError(
+            'training needs TensorFlow/Keras: uv sync (installs the training group)'
+        ) from exc
+    return keras
+
+
+def _keras_file_name(config: ModelConfig) -> str:
+    alpha = {0.35: '0.35', 0.5: '0.5', 0.75: '0.75', 1.0: '1.0', 1.3: '1.3', 1.4: '1.4'}
+    return KERAS_WEIGHTS.format(alpha=alpha.get(config.alpha, config.alpha), size=config.input_size)
+
+
+def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
+    """-> (argument for keras.applications, provenance text). Downloads happen here, if at all."""
+    choice = config.weights
+    if choice == 'none':
+        return None, 'random initialisation'
+    if choice != 'imagenet':
+        if not Path(choice).is_file():
+            raise TrainingError(f'weights file {choice} not found')
+        return choice, f'file {choice}'
+    keras = import_keras()
+    name = _keras_file_name(config)
+    home = os.environ.get('KERAS_HOME', '~/.keras')
+    cached = Path(home).expanduser() / 'models' / name
+    if cached.is_file():
+        return str(cached), f'ImageNet ({name}, Keras cache)'
+    try:
+        base = 'https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/'
+        return keras.utils.get_file(name, base + name, cache_subdir='models'), f'ImageNet ({name})'
+    except Exception as exc:  # offline: URLError, socket timeouts, HTTP errors
+        fallback = config.weights_fallback
+        if fallback and Path(fallback).is_file() and Path(fallback).name == name:
+            print(f'note: ImageNet weights could not be downloaded ({type(exc).__name__}); '
+                  f'using the local copy {fallback}')
+            return fallback, f'ImageNet ({name}, local copy {fallback})'
+        raise TrainingError(
+            f'ImageNet weights {name} could not be downloaded ({exc}). Offline? Put the file '
+            f'in ~/.keras/models/, or set model.weights to a local .h5 (e.g. the alpha 0.5 '
+            f'weights in ../shared/weights with model.alpha=0.5), or model.weights=none.'
+        ) from exc
+
+
+@dataclass
+class SplitModel:
+    full: Any  # image -> logits (N x heads): what is exported
+    front: Any  # image -> cut activations (frozen, cached)
+    top: Any  # cut activations -> logits (trained)
+    head_layers: list[Any]
+    weights_source: str
+
+
+def build_model(config: ModelConfig) -> SplitModel:
+    keras = import_keras()
+    if config.architecture != 'mobilenet_v2':
+        raise TrainingError(f'unknown architecture {config.architecture!r}')
+    weights, source = resolve_weights(config)
+    size = config.input_size
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), alpha=config.alpha, include_top=False, weights=weights
+    )
+    pooled = keras.layers.GlobalAveragePooling2D(name='pool')(base.output)
+    dropped = keras.layers.Dropout(config.dropout, name='dropout')(pooled)
+    logits = keras.layers.Dense(config.heads, name='logits')(dropped)
+    full = keras.Model(base.input, logits, name=f'mobilenetv2_a{config.alpha}')
+    try:
+        cut = base.get_layer(config.cut_layer).output
+    except ValueError as exc:
+        raise TrainingError(f'no layer {config.cut_layer!r} in MobileNetV2 to cut at') from exc
+    for layer in full.layers:  # BatchNorm stays in inference mode (statistics frozen)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    head = [full.get_layer(n) for n in ('pool', 'dropout', 'logits')]
+    return SplitModel(full, keras.Model(full.input, cut), keras.Model(cut, logits), head, source)
+
+
+def set_phase(model: SplitModel, phase: str) -> None:
+    """'head': only the classification head trains; 'finetune': everything above the cut."""
+    keras = import_keras()
+    for layer in model.top.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        else:
+            layer.trainable = phase == 'finetune' or layer in model.head_layers

@@ -1,0 +1,104 @@
+"""The paper's recipe on cached activations: phase 1 trains the head, phase 2 fine-tunes the top.
+
+Each epoch shows every training image once, in one randomly chosen dihedral view; BatchNorm
+layers stay in inference mode; early stopping restores the epoch with the best ROC-AUC on the
+inner validation groups (never the fold being scored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import TrainConfig
+from .model import SplitModel, set_phase
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+
+
+def class_weights(y: np.ndarray, enabled: bool) -> np.ndarray:
+    """Per-sample weights that balance the classes (sum of weights per class equal)."""
+    if not enabled:
+        return np.ones(len(y), np.float32)
+    n, pos = len(y), max(1, int(y.sum()))
+    w = np.where(y == 1, n / (2 * pos), n / (2 * max(1, n - pos)))
+    return w.astype(np.float32)
+
+
+def predict_logits(top, acts: np.ndarray, index: np.ndarray, view: int = 0, batch: int = 256):
+    out = [
+        np.asarray(top(np.asarray(acts[view, index[s : s + batch]], np.float32), training=False))
+        for s in range(0, len(index), batch)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def _auc(y: np.ndarray, logits: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, logits.mean(axis=1)))
+
+
+def _phase(
+    model: SplitModel, acts, y, fit, val, epochs, lr, cfg: TrainConfig, rng, history, name
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    set_phase(model, name)
+    top = model.top
+    steps = max(1, int(np.ceil(len(fit) / cfg.batch_size))) * max(1, epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+    loss_fn = keras.losses.BinaryCrossentropy(from_logits=True, reduction='none')
+    heads = int(top.output.shape[-1])
+
+    @tf.function(reduce_retracing=True)
+    def step(x, target, weight):
+        with tf.GradientTape() as tape:
+            logits = top(x, training=True)
+            per_head = [loss_fn(target[:, None], logits[:, h : h + 1]) for h in range(heads)]
+            loss = tf.reduce_sum(tf.add_n(per_head) * weight) / tf.reduce_sum(weight) / heads
+        grads = tape.gradient(loss, top.trainable_variables)
+        optimizer.apply_gradients(zip(grads, top.trainable_variables))
+        return loss
+
+    weights = class_weights(y[fit], cfg.class_weights)
+    best_auc, best_weights, waited = history.best.get('val_auc', -1.0), top.get_weights(), 0
+    views = acts.shape[0]
+    for epoch in range(epochs):
+        order = rng.permutation(len(fit))
+        losses = []
+        for s in range(0, len(order), cfg.batch_size):
+            b = order[s : s + cfg.batch_size]
+            x = np.asarray(acts[rng.integers(0, views, len(b)), fit[b]], np.float32)
+            losses.append(float(step(x, y[fit[b]].astype(np.float32), weights[b])))
+        auc = _auc(y[val], predict_logits(top, acts, val))
+        history.epochs.append({'phase': name, 'epoch': epoch, 'loss': float(np.mean(losses)),
+                               'val_auc': auc})
+        print(f'  {name} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f} val AUC {auc:.4f}')
+        if auc > best_auc:
+            best_auc, best_weights, waited = auc, top.get_weights(), 0
+            history.best = {'phase': name, 'epoch': epoch, 'val_auc': auc}
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                break
+    top.set_weights(best_weights)
+
+
+def train_cached(
+    model: SplitModel, acts: np.ndarray, y: np.ndarray, fit: np.ndarray, val: np.ndarray,
+    cfg: TrainConfig, seed: int,
+) -> History:
+    rng = np.random.default_rng(seed)
+    history = History()
+    _phase(model, acts, y, fit, val, cfg.head_epochs, cfg.head_lr, cfg, rng, history, 'head')
+    _phase(model, acts, y, fit, val, cfg.finetune_epochs, cfg.finetune_lr, cfg, rng, history,
+           'finetune')
+    return history

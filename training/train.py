@@ -1,0 +1,138 @@
+"""A training run: data -> grouped folds -> cached features -> recipe per fold -> ONNX + card.
+
+The release model is the model of fold `split.holdout_fold`: it never saw that fold's lesions,
+which become the held-out test set (heldout.csv) for variant evaluation and bag replay.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from skin_screening.core.metrics import binary_report, choose_threshold, fit_temperature, mean_std
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.postprocess import DecisionRule, sigmoid
+from skin_screening.core.preprocess import Preprocessing
+
+from .config import RunConfig, set_seeds
+from .data import LabelledSet, grouped_folds, inner_split, load_dataset
+from .export import export_verified
+from .features import cached_activations
+from .model import TrainingError, build_model
+from .recipe import predict_logits, train_cached
+
+
+def make_run_dir(out_dir: str | Path, name: str) -> Path:
+    """A new run directory; never reuses an earlier one."""
+    stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    path = Path(out_dir) / f'{name}-{stamp}'
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def write_split(path: Path, data: LabelledSet, fold: np.ndarray) -> None:
+    with path.open('w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['path', 'label', 'y', 'group', 'fold'])
+        for p, lab, y, g, k in zip(data.paths, data.labels, data.y, data.groups, fold):
+            writer.writerow([str(p), lab, int(y), g, int(k)])
+
+
+def calibrate_and_score(cfg, y_val, val_logits, y_test, test_logits) -> dict:
+    """Temperature and threshold from inner validation; metrics on the held-out fold."""
+    temperature = fit_temperature(y_val, val_logits)
+    p_val = sigmoid(val_logits / temperature).mean(axis=1)
+    p_test = sigmoid(test_logits / temperature).mean(axis=1)
+    threshold = choose_threshold(y_val, p_val, cfg.train.threshold_policy, cfg.train.min_sensitivity)
+    sens_thr = choose_threshold(y_val, p_val, 'min_sensitivity', cfg.train.min_sensitivity)
+    oracle = choose_threshold(y_test, p_test, 'max_f1')
+    return {
+        'temperature': temperature,
+        'threshold': threshold,
+        'at_threshold': binary_report(y_test, p_test, threshold),
+        'at_sensitivity_threshold': binary_report(y_test, p_test, sens_thr),
+        'at_max_f1_on_fold': binary_report(y_test, p_test, oracle),
+    }
+
+
+def run_training(cfg: RunConfig) -> Path:
+    start = time.time()
+    set_seeds(cfg.seed)
+    run_dir = make_run_dir(cfg.out_dir, cfg.name)
+    cfg.save(run_dir / 'config.yaml')
+    data = load_dataset(cfg.data)
+    spec = Preprocessing(cfg.model.input_size, cfg.model.resize)
+    model = build_model(cfg.model)
+    acts, data = cached_activations(
+        data, model.front, spec, cfg.train.views, Path(cfg.cache_dir), cfg.data.bad_images
+    )
+    acts = np.asarray(acts)  # into memory: random views per sample each step
+    fold = grouped_folds(data, cfg.split, cfg.seed)
+    write_split(run_dir / 'split.csv', data, fold)
+    initial = model.top.get_weights()
+    folds, release = [], None
+    for k in range(cfg.split.folds):
+        print(f'fold {k + 1}/{cfg.split.folds}')
+        test = np.nonzero(fold == k)[0]
+        fit, val = inner_split(data, np.nonzero(fold != k)[0], cfg.split.inner_val_fraction,
+                               cfg.seed + k)
+        model.top.set_weights(initial)
+        history = train_cached(model, acts, data.y, fit, val, cfg.train, cfg.seed + k)
+        result = calibrate_and_score(
+            cfg, data.y[val], predict_logits(model.top, acts, val),
+            data.y[test], predict_logits(model.top, acts, test),
+        )
+        result |= {'fold': k, 'n_fit': len(fit), 'n_val': len(val), 'best': history.best}
+        folds.append(result)
+        if k == cfg.split.holdout_fold:
+            release = export_release(cfg, model, data, test, spec, result, run_dir)
+    if release is None:
+        raise TrainingError(f'holdout_fold {cfg.split.holdout_fold} >= folds {cfg.split.folds}')
+    summary = {
+        key: mean_std([f[key] for f in folds])
+        for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold')
+    }
+    card = ModelCard.load(run_dir)
+    card.metrics = {'cv_folds': folds, 'cv_summary': summary, 'holdout': folds[cfg.split.holdout_fold]}
+    card.training['wall_time_s'] = round(time.time() - start, 1)
+    card.save(run_dir)
+    (run_dir / 'metrics.json').write_text(json.dumps(card.metrics, indent=2))
+    print(f'run written to {run_dir} in {time.time() - start:.0f} s')
+    return run_dir
+
+
+def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
+    """ONNX of the hold-out fold's model (verified against Keras), its card and test list."""
+    from skin_screening.core.preprocess import load_rgb, prepare
+
+    check = [prepare(load_rgb(data.paths[i]), spec) for i in test[: cfg.export.check_images]]
+    onnx_path = run_dir / 'model.fp32.onnx'
+    diff = export_verified(model.full, onnx_path, np.stack(check), spec.input_size,
+                           cfg.export.opset, cfg.export.tolerance)
+    write_split(run_dir / 'heldout.csv', data.subset(test), np.full(len(test), cfg.split.holdout_fold))
+    card = ModelCard(
+        name=cfg.name,
+        architecture=f'{cfg.model.architecture} alpha={cfg.model.alpha}',
+        preprocessing=spec,
+        decision=DecisionRule(temperature=result['temperature'], threshold=result['threshold']),
+        heads=cfg.model.heads,
+        data={
+            'format': cfg.data.format, 'root': cfg.data.root, 'mapping': cfg.data.mapping,
+            'images': len(data), 'positives': int(data.y.sum()),
+            'groups': int(len(np.unique(data.groups))), 'split_file': 'split.csv',
+            'heldout_file': 'heldout.csv', 'heldout_fold': cfg.split.holdout_fold,
+            'heldout_images': len(test),
+        },
+        training={'config': cfg.to_dict(), 'seed': cfg.seed, 'weights': model.weights_source,
+                  'parameters': int(model.full.count_params())},
+        metrics={},
+    )
+    card.add_file(onnx_path, precision='fp32', max_abs_diff_vs_keras=diff)
+    for name in ('split.csv', 'heldout.csv', 'config.yaml'):
+        card.add_file(run_dir / name)
+    card.save(run_dir)
+    return onnx_path

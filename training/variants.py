@@ -1,0 +1,182 @@
+"""FP16 and INT8 variants of a model folder's model.fp32.onnx (the paper's compression engine).
+
+Precision lives in the ONNX, so every backend (TensorRT 11 included) takes it from the file:
+  * model.fp16.onnx: float16 weights and compute, float32 input/output kept;
+  * model.int8-u8.onnx: Q/DQ, uint8 asymmetric activations, per-channel int8 weights
+    (the fast flavour for ONNX Runtime on CPU);
+  * model.int8-s8.onnx: Q/DQ, symmetric int8 activations and per-channel int8 weights
+    (TensorRT explicit quantization).
+Calibration images go through the shared preprocessing and never come from the held-out fold.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.precision import (
+    Backend,
+    Precision,
+    int8_flavour,
+    parse_backend,
+    parse_precision,
+    variant_name,
+)
+from skin_screening.core.preprocess import Preprocessing, load_rgb, prepare
+
+from .data import DataError
+
+CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
+# onnxruntime's entropy calibrator defaults to 128 histogram bins AND 128 quantized bins, which
+# leaves the KL search nothing to choose from (it returns the min-max range). TensorRT's entropy
+# calibration uses 2048 bins folded into 128: so do we.
+ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 2048, 128
+PERCENTILE = 99.99
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    precisions: tuple[str, ...] = ('fp32', 'fp16', 'int8')
+    backends: tuple[str, ...] = ('onnxruntime',)
+    calibration_images: int = 500
+    calibration_method: str = 'entropy'
+    batch: int = 16
+    seed: int = 0
+
+
+def calibration_paths(model_dir: Path, csv_path: str | Path | None, count: int, seed: int):
+    """Image paths for calibration: a CSV (column path), or the run's training folds."""
+    card = ModelCard.load(model_dir)
+    if csv_path is None:
+        split = model_dir / card.data.get('split_file', 'split.csv')
+        if not split.is_file():
+            raise DataError(f'{model_dir} has no split.csv: pass --calibration-data CSV')
+        held = str(card.data.get('heldout_fold', 0))
+        rows = [r for r in csv.DictReader(split.open()) if r['fold'] != held]
+    else:
+        rows = list(csv.DictReader(Path(csv_path).open()))
+    if not rows or 'path' not in rows[0]:
+        raise DataError('calibration CSV needs a path column and at least one row')
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(rows), size=min(count, len(rows)), replace=False)
+    return [Path(rows[i]['path']) for i in sorted(pick)]
+
+
+class ImageBatches:
+    """onnxruntime CalibrationDataReader over real images through the shared preprocessing."""
+
+    def __init__(self, paths: list[Path], spec: Preprocessing, input_name: str, batch: int):
+        self.paths, self.spec, self.input_name, self.batch = paths, spec, input_name, batch
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self.paths):
+            return None
+        chunk = self.paths[self._next : self._next + self.batch]
+        self._next += self.batch
+        return {self.input_name: np.stack([prepare(load_rgb(p), self.spec) for p in chunk])}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def make_fp16(fp32: Path, out: Path) -> Path:
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def _calibrated_ranges(model: Path, reader: ImageBatches, method: str, symmetric: bool, cache: Path):
+    """Compute activation ranges ourselves (real entropy bins) into an onnxruntime cache file."""
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        create_calibrator,
+        save_tensors_data,
+    )
+
+    options = {'symmetric': symmetric}
+    if method == 'entropy':
+        options |= {'num_bins': ENTROPY_BINS, 'num_quantized_bins': ENTROPY_QUANTIZED_BINS}
+    if method == 'percentile':
+        options |= {'percentile': PERCENTILE, 'num_bins': ENTROPY_BINS}
+    calib_method = {'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
+                    'percentile': CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory() as tmp:
+        calibrator = create_calibrator(
+            model, augmented_model_path=str(Path(tmp) / 'augmented.onnx'),
+            calibrate_method=calib_method, extra_options=options,
+        )
+        reader.rewind()
+        calibrator.collect_data(reader)
+        save_tensors_data(calibrator.compute_data(), cache)
+    return calib_method
+
+
+def make_int8(fp32: Path, out: Path, flavour: str, reader: ImageBatches, method: str) -> Path:
+    """Static post-training quantization to a Q/DQ ONNX of the given flavour ('u8' or 's8')."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f'calibration method must be one of {CALIBRATION_METHODS}')
+    if 'calibration_cache_path' not in inspect.signature(quantize_static).parameters:
+        raise RuntimeError('INT8 variants need onnxruntime >= 1.24 (calibration_cache_path)')
+    symmetric = flavour == 's8'
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / 'pre.onnx'
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        cache = Path(tmp) / 'ranges.json'
+        calib_method = _calibrated_ranges(pre, reader, method, symmetric, cache)
+        quantize_static(
+            str(pre), str(out), reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=calib_method,
+            calibration_cache_path=str(cache),
+            extra_options={'ActivationSymmetric': symmetric, 'WeightSymmetric': True},
+        )
+    return out
+
+
+def build_variants(
+    model_dir: str | Path, config: VariantConfig, calibration_csv: str | Path | None = None
+) -> list[Path]:
+    """Write the requested variants beside model.fp32.onnx and record them in the model card."""
+    model_dir = Path(model_dir)
+    card = ModelCard.load(model_dir)
+    fp32 = model_dir / variant_name(Precision.FP32, Backend.ONNXRUNTIME)
+    if not fp32.is_file():
+        raise FileNotFoundError(f'{fp32} not found: train or export a model first')
+    source = {'source_sha256': card.files.get(fp32.name, {}).get('sha256')}
+    precisions = [parse_precision(p) for p in config.precisions]
+    flavours = sorted({int8_flavour(parse_backend(b)) for b in config.backends})
+    written = [fp32]
+    if Precision.FP16 in precisions:
+        written.append(make_fp16(fp32, model_dir / variant_name(Precision.FP16, Backend.ONNXRUNTIME)))
+        card.add_file(written[-1], precision='fp16', **source)
+    if Precision.INT8 in precisions:
+        paths = calibration_paths(model_dir, calibration_csv, config.calibration_images, config.seed)
+        reader = ImageBatches(paths, card.preprocessing, card.input_name, config.batch)
+        for flavour in flavours:
+            backend = Backend.TENSORRT if flavour == 's8' else Backend.ONNXRUNTIME
+            out = model_dir / variant_name(Precision.INT8, backend)
+            written.append(make_int8(fp32, out, flavour, reader, config.calibration_method))
+            card.add_file(out, precision='int8', flavour=flavour,
+                          calibration_method=config.calibration_method,
+                          calibration_images=len(paths), **source)
+    card.save(model_dir)
+    return written
