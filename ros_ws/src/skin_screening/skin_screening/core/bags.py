@@ -1,0 +1,187 @@
+"""Evaluation bags (rosbag2, mcap or sqlite3) written and read with `rosbags` (no rosbag2 here).
+
+Layout of a bag the project writes:
+  /image_raw      sensor_msgs/msg/Image (rgb8)    one per labelled frame
+  /image_raw/compressed  sensor_msgs/msg/CompressedImage (optional, JPEG)
+  /ground_truth   skin_screening_msgs/msg/GroundTruth, header identical to its frame's
+Frames are stamped `start + i / rate_hz`; the bag's receive times equal the stamps. Any rosbag2
+with an Image or CompressedImage topic plays (e.g. one from `ros2 bag record` on a device); only
+scoring needs /ground_truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .frames import rgb_to_fields, rgb_to_jpeg
+
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED = 'sensor_msgs/msg/CompressedImage'
+GROUND_TRUTH = 'skin_screening_msgs/msg/GroundTruth'
+STORAGES = ('mcap', 'sqlite3')
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be read or written (missing, corrupt, truncated, no image topic)."""
+
+
+def msg_dir() -> Path:
+    from ..bootstrap import msg_source_dir
+
+    return msg_source_dir() / 'msg'
+
+
+def typestore() -> Any:
+    """ROS 2 Humble types (wire-compatible with Jazzy/Kilted for these) + GroundTruth."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    text = (msg_dir() / 'GroundTruth.msg').read_text()
+    store.register(get_types_from_msg(text, GROUND_TRUTH))
+    return store
+
+
+@dataclass(frozen=True)
+class LabelledFrame:
+    rgb: np.ndarray
+    y: int
+    label: str
+    image_id: str
+    group_id: str
+
+
+def write_bag(
+    path: str | Path,
+    frames: Iterable[LabelledFrame],
+    rate_hz: float = 10.0,
+    storage: str = 'mcap',
+    compressed: bool = False,
+    frame_id: str = 'wearable_camera',
+    start_ns: int = 1_700_000_000_000_000_000,
+) -> int:
+    """Write labelled frames as an evaluation bag; returns the number of frames."""
+    from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+
+    if storage not in STORAGES:
+        raise BagError(f'storage must be one of {STORAGES}, not {storage!r}')
+    store = typestore()
+    T = store.types
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    count = 0
+    try:
+        with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
+            image_conn = writer.add_connection('/image_raw', IMAGE, typestore=store)
+            jpeg_conn = (writer.add_connection('/image_raw/compressed', COMPRESSED, typestore=store)
+                         if compressed else None)
+            truth_conn = writer.add_connection('/ground_truth', GROUND_TRUTH, typestore=store)
+            for i, frame in enumerate(frames):
+                t = start_ns + round(i * 1e9 / rate_hz)
+                header = T['std_msgs/msg/Header'](
+                    stamp=T['builtin_interfaces/msg/Time'](sec=t // 10**9, nanosec=t % 10**9),
+                    frame_id=frame_id)
+                fields = rgb_to_fields(frame.rgb)
+                fields['data'] = np.frombuffer(fields['data'], np.uint8)
+                image = T[IMAGE](header=header, **fields)
+                writer.write(image_conn, t, store.serialize_cdr(image, IMAGE))
+                if jpeg_conn is not None:
+                    jpeg = T[COMPRESSED](header=header, format='jpeg',
+                                         data=np.frombuffer(rgb_to_jpeg(frame.rgb), np.uint8))
+                    writer.write(jpeg_conn, t, store.serialize_cdr(jpeg, COMPRESSED))
+                truth = T[GROUND_TRUTH](header=header, y=int(frame.y), label=frame.label,
+                                        image_id=frame.image_id, group_id=frame.group_id)
+                writer.write(truth_conn, t, store.serialize_cdr(truth, GROUND_TRUTH))
+                count += 1
+    except WriterError as exc:
+        raise BagError(f'cannot write bag {path}: {exc}') from exc
+    return count
+
+
+def _open(path: Path):
+    from rosbags.highlevel import AnyReader, AnyReaderError
+
+    if not Path(path).exists():
+        raise BagError(f'bag {path} not found')
+    reader = AnyReader([Path(path)], default_typestore=typestore())
+    try:
+        reader.open()
+    except (AnyReaderError, Exception) as exc:  # rosbags raises several error types
+        raise BagError(f'cannot open bag {path} (corrupt or not a rosbag2?): {exc}') from exc
+    return reader
+
+
+@dataclass(frozen=True)
+class BagFrame:
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    stamp_ns: int
+    raw: bytes  # CDR bytes, publishable as-is by rclpy
+
+
+def image_topic(reader, prefer_compressed: bool = False) -> Any:
+    images = [c for c in reader.connections if c.msgtype in (IMAGE, COMPRESSED)]
+    if not images:
+        raise BagError('bag has no sensor_msgs/Image or CompressedImage topic')
+    images.sort(key=lambda c: (c.msgtype == COMPRESSED) != prefer_compressed)
+    return images[0]
+
+
+def read_frames(path: str | Path, topic: str | None = None,
+                compressed: bool = False) -> Iterator[BagFrame]:
+    """Frames of the bag's image topic in time order; BagError if the bag is cut short."""
+    reader = _open(Path(path))
+    try:
+        conns = [c for c in reader.connections if c.topic == topic] if topic else [
+            image_topic(reader, compressed)]
+        if not conns:
+            raise BagError(f'bag {path} has no topic {topic}')
+        n = 0
+        try:
+            for conn, t, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                yield BagFrame(conn.topic, conn.msgtype, t, stamp, bytes(raw))
+                n += 1
+        except BagError:
+            raise
+        except Exception as exc:
+            raise BagError(f'bag {path} is truncated or corrupt after {n} frames: {exc}') from exc
+    finally:
+        reader.close()
+
+
+def count_frames(path: str | Path, topic: str | None = None) -> int:
+    reader = _open(Path(path))
+    try:
+        conn = ([c for c in reader.connections if c.topic == topic] or [None])[0] if topic \
+            else image_topic(reader)
+        return int(conn.msgcount) if conn is not None else 0
+    finally:
+        reader.close()
+
+
+def ground_truth(path: str | Path) -> dict[int, dict]:
+    """stamp_ns -> {y, label, image_id, group_id} from the bag's /ground_truth topic."""
+    reader = _open(Path(path))
+    try:
+        conns = [c for c in reader.connections if c.msgtype == GROUND_TRUTH]
+        if not conns:
+            raise BagError(f'bag {path} has no {GROUND_TRUTH} topic: it cannot be scored')
+        truth = {}
+        try:
+            for conn, _, raw in reader.messages(connections=conns):
+                m = reader.deserialize(raw, conn.msgtype)
+                stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+                truth[stamp] = {'y': int(m.y), 'label': m.label, 'image_id': m.image_id,
+                                'group_id': m.group_id}
+        except Exception as exc:
+            raise BagError(f'bag {path} is truncated or corrupt after {len(truth)} '
+                           f'ground-truth messages: {exc}') from exc
+        return truth
+    finally:
+        reader.close()
