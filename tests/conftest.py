@@ -52,3 +52,29 @@ def ham_fullres() -> Path:
     if not (HAM_FULLRES / 'labels.csv').is_file():
         pytest.skip(f'full-resolution HAM10000 sample not found at {HAM_FULLRES}')
     return HAM_FULLRES
+
+
+MODEL = REPO / 'data' / 'models' / 'mobilenetv2-a0.5'
+SAMPLES = REPO / 'data' / 'samples'
+
+
+@pytest.fixture(scope='session')
+def ham_model() -> Path:
+    """The shipped model (trained by training/ on ../shared HAM10000) with its variants."""
+    assert (MODEL / 'model_card.json').is_file(), f'shipped model missing at {MODEL}'
+    return MODEL
+
+
+@pytest.fixture(scope='session')
+def sample_frames():
+    """(rgb frames, binary labels) of the embedded held-out sample images."""
+    import csv
+
+    import numpy as np
+
+    from skin_screening.core.preprocess import load_rgb
+
+    rows = list(csv.DictReader((SAMPLES / 'labels.csv').open()))
+    frames = [load_rgb(SAMPLES / r['path']) for r in rows]
+    y = np.array([1 if r['label'] in ('mel', 'bcc', 'akiec') else 0 for r in rows])
+    return frames, y

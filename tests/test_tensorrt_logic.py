@@ -4,7 +4,7 @@ import dataclasses
 import json
 
 import pytest
-from fake_tensorrt import make_fake_tensorrt
+from tests.fake_tensorrt import make_fake_tensorrt
 
 from skin_screening.core.engines import EngineError, open_engine
 from skin_screening.core.engines import tensorrt as trt_backend

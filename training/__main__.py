@@ -1,4 +1,4 @@
-"""python -m training {train,variants,evaluate} ... (see --help of each)."""
+"""python -m training {train,release,variants,evaluate} ... (see --help of each)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from .release import release
+
+    print(release(args.run, args.to, args.replace))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog='python -m training', description=__doc__)
     sub = root.add_subparsers(dest='command', required=True)
@@ -72,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--threads', type=int, default=None)
     evaluate.add_argument('--out', default=None, help='write the table as CSV/JSON here')
     evaluate.set_defaults(func=_evaluate)
+    rel = sub.add_parser('release', help='copy a run\'s model into data/models/<name>/')
+    rel.add_argument('--run', required=True, help='training run folder')
+    rel.add_argument('--to', required=True, help='model folder, e.g. data/models/mobilenetv2-a0.5')
+    rel.add_argument('--replace', action='store_true', help='overwrite a different model')
+    rel.set_defaults(func=_release)
     return root
 
 
@@ -84,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, TrainingError, EngineError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (DataError, TrainingError, EngineError, OSError, KeyError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
 

@@ -72,7 +72,10 @@ class ImageBatches:
     """onnxruntime CalibrationDataReader over real images through the shared preprocessing."""
 
     def __init__(self, paths: list[Path], spec: Preprocessing, input_name: str, batch: int):
-        self.paths, self.spec, self.input_name, self.batch = paths, spec, input_name, batch
+        # onnxruntime's histogram calibrators stack per-batch outputs: all batches equal in size
+        batch = max(1, min(batch, len(paths)))
+        self.paths = paths[: len(paths) // batch * batch]
+        self.spec, self.input_name, self.batch = spec, input_name, batch
         self.rewind()
 
     def rewind(self) -> None:
@@ -177,6 +180,6 @@ def build_variants(
             written.append(make_int8(fp32, out, flavour, reader, config.calibration_method))
             card.add_file(out, precision='int8', flavour=flavour,
                           calibration_method=config.calibration_method,
-                          calibration_images=len(paths), **source)
+                          calibration_images=len(reader), **source)
     card.save(model_dir)
     return written

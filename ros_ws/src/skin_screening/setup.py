@@ -4,11 +4,22 @@ In the uv environment the same package is importable through the root pyproject.
 """
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 package_name = 'skin_screening'
 NODES = ['camera', 'inference', 'power_monitor', 'recorder', 'bag_player']
+REPO = Path(__file__).resolve().parents[3]
+
+
+def shipped_models():
+    """data/models/<name>/* -> share/skin_screening/data/models/<name>/ (the launch default)."""
+    return [
+        (f'share/{package_name}/data/models/{folder.name}',
+         [str(f) for f in sorted(folder.iterdir()) if f.is_file()])
+        for folder in sorted((REPO / 'data' / 'models').glob('*')) if folder.is_dir()
+    ]
 
 setup(
     name=package_name,
@@ -19,6 +30,7 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('../../../launch/*.launch.*')),
         ('share/' + package_name + '/launch/params', glob('../../../launch/params/*.yaml')),
+        *shipped_models(),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

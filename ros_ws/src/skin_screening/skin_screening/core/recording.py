@@ -142,6 +142,8 @@ class SessionRecorder:
         if not final and now_ns - self._window_start < self.window_ns:
             return
         start, end = self._window_start, now_ns
+        if end <= start:
+            return
         n = sum(1 for t in self._inferences if start <= t < end or (final and t == end))
         if self._power_t and n:
             joules = integrate_energy(np.array(self._power_t), np.array(self._power_w), start, end)

@@ -1,0 +1,172 @@
+"""Plots from data/: the main job's results -> PNG figures beside them.
+
+    uv run result.py                 # newest data/runs/*-main
+    uv run result.py --run data/runs/20261122T101500Z-main
+
+Writes into the run folder: precision_table.png (size, latency, throughput, F1, energy as
+FP32 = 1 ratios, like the paper's table), roc_pr.png, reliability.png, latency_cdf.png and
+power.png (the power trace with inference windows, or a note where power was not measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent
+COLOURS = {'fp32': '#1f77b4', 'fp16': '#ff7f0e', 'int8': '#2ca02c'}
+
+
+def newest_run(root: Path) -> Path:
+    runs = sorted(p for p in root.glob('*-main') if (p / 'results.json').is_file())
+    if not runs:
+        raise FileNotFoundError(f'no results under {root}: run `uv run run.py` first')
+    return runs[-1]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def scored(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = read_csv(Path(row['run_dir']) / 'scored.csv')
+    return (np.array([int(r['y']) for r in rows]), np.array([float(r['probability']) for r in rows]),
+            np.array([float(r['latency_ms']) for r in rows]))
+
+
+def plot_table(rows: list[dict], out: Path, plt) -> None:
+    metrics = [('size_mb', 'size'), ('latency_median_ms', 'latency'),
+               ('throughput_fps', 'throughput'), ('f1', 'F1'), ('energy_j_per_inference', 'energy')]
+    ref = next((r for r in rows if r['precision'] == 'fp32'), rows[0])
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        ratios = [(row[k] / ref[k]) if row.get(k) and ref.get(k) else np.nan for k, _ in metrics]
+        xs = np.arange(len(metrics)) + i * width
+        ax.bar(xs, np.nan_to_num(ratios), width, label=row['precision'],
+               color=COLOURS.get(row['precision']))
+        for x, v in zip(xs, ratios):
+            ax.text(x, (0 if np.isnan(v) else v) + 0.02, 'n/m' if np.isnan(v) else f'{v:.2f}',
+                    ha='center', fontsize=8)
+    ax.axhline(1.0, color='grey', lw=0.8, ls='--')
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(rows) - 1) / 2, [m for _, m in metrics])
+    ax.set_ylabel('ratio to FP32 (FP32 = 1)')
+    ax.set_title(f'Precision table ({rows[0]["backend"]}; n/m = not measured on this machine)')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / 'precision_table.png', dpi=120)
+
+
+def plot_curves(rows: list[dict], out: Path, plt) -> None:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from skin_screening.core.metrics import binary_report
+
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for row in rows:
+        y, p, _ = scored(row)
+        fpr, tpr, _ = roc_curve(y, p)
+        prec, rec, _ = precision_recall_curve(y, p)
+        rep = binary_report(y, p, row['threshold'])
+        c = COLOURS.get(row['precision'])
+        roc.plot(fpr, tpr, color=c, label=f'{row["precision"]} AUC {rep["roc_auc"]:.3f}')
+        pr.plot(rec, prec, color=c, label=f'{row["precision"]} AP {rep["pr_auc"]:.3f}')
+    roc.plot([0, 1], [0, 1], color='grey', ls='--', lw=0.8)
+    roc.set(xlabel='false positive rate', ylabel='sensitivity', title='ROC (replayed)')
+    pr.set(xlabel='recall', ylabel='precision', title='Precision-recall (replayed)')
+    roc.legend()
+    pr.legend()
+    fig.tight_layout()
+    fig.savefig(out / 'roc_pr.png', dpi=120)
+
+
+def plot_reliability(rows: list[dict], out: Path, plt, bins: int = 10) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    edges = np.linspace(0, 1, bins + 1)
+    for row in rows:
+        y, p, _ = scored(row)
+        which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+        conf = [p[which == b].mean() for b in range(bins) if (which == b).any()]
+        acc = [y[which == b].mean() for b in range(bins) if (which == b).any()]
+        ax.plot(conf, acc, 'o-', color=COLOURS.get(row['precision']), label=row['precision'])
+    ax.plot([0, 1], [0, 1], color='grey', ls='--', lw=0.8)
+    ax.set(xlabel='predicted probability of skin cancer', ylabel='observed frequency',
+           title='Reliability diagram', xlim=(0, 1), ylim=(0, 1))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / 'reliability.png', dpi=120)
+
+
+def plot_latency(rows: list[dict], out: Path, plt) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        lat = np.sort(scored(row)[2])
+        ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), color=COLOURS.get(row['precision']),
+                label=f'{row["precision"]} median {np.median(lat):.1f} ms')
+    ax.set(xlabel='image stamp -> diagnosis published (ms)', ylabel='fraction of frames',
+           title='Latency CDF (replay, across processes)')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / 'latency_cdf.png', dpi=120)
+
+
+def plot_power(rows: list[dict], out: Path, plt) -> None:
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    measured = False
+    for row in rows:
+        run = Path(row['run_dir'])
+        power = read_csv(run / 'power.csv')
+        if not power:
+            continue
+        measured = True
+        t0 = int(power[0]['received_ns'])
+        t = [(int(r['received_ns']) - t0) / 1e9 for r in power]
+        ax.plot(t, [float(r['total_watts']) for r in power], color=COLOURS.get(row['precision']),
+                label=row['precision'])
+        diag = read_csv(run / 'diagnoses.csv')
+        if diag:
+            lo = (int(diag[0]['received_ns']) - t0) / 1e9
+            hi = (int(diag[-1]['received_ns']) - t0) / 1e9
+            ax.axvspan(lo, hi, color=COLOURS.get(row['precision']), alpha=0.1)
+    if measured:
+        ax.set(xlabel='time (s)', ylabel='power (W)', title='Power (shaded: inference windows)')
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, 'power not measured on this machine\n(no INA3221, tegrastats, NVML or '
+                'RAPL source)', ha='center', va='center', transform=ax.transAxes)
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(out / 'power.png', dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--run', type=Path, default=None, help='a data/runs/*-main folder')
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    try:
+        run = args.run or newest_run(REPO / 'data' / 'runs')
+        rows = json.loads((run / 'results.json').read_text())['rows']
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    for plot in (plot_table, plot_curves, plot_reliability, plot_latency, plot_power):
+        plot(rows, run, plt)
+        plt.close('all')
+    for name in ('precision_table', 'roc_pr', 'reliability', 'latency_cdf', 'power'):
+        print(run / f'{name}.png')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

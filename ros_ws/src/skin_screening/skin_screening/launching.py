@@ -1,0 +1,145 @@
+"""Run the project's declarative ROS 2 launch files where `ros2 launch` is not installed.
+
+Understands the subset the project's XML launch files use: <arg name default>, <node pkg exec
+name> with <param name value>, <param from=YAML>, <remap from to>, and the substitutions
+$(var NAME) and $(find-pkg-share skin_screening). On a device, `ros2 launch` runs the same files.
+Nodes start as separate processes (python -m skin_screening.nodes.<module>).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PACKAGE = 'skin_screening'
+_SUBST = re.compile(r'\$\((var|find-pkg-share) ([^)]+)\)')
+
+
+class LaunchError(ValueError):
+    pass
+
+
+def package_share() -> Path:
+    """Where launch/ lives: the repository root here (share/skin_screening once installed)."""
+    from .bootstrap import repo_root
+
+    return repo_root()
+
+
+@dataclass
+class NodeSpec:
+    package: str
+    executable: str
+    name: str
+    params: dict[str, object] = field(default_factory=dict)
+    param_files: list[Path] = field(default_factory=list)
+    remaps: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def module(self) -> str:
+        if self.package != PACKAGE or not self.executable.endswith('_node'):
+            raise LaunchError(f'unknown executable {self.package}/{self.executable}')
+        return f'{PACKAGE}.nodes.{self.executable[: -len("_node")]}'
+
+    def file_params(self) -> dict[str, object]:
+        """Parameters for this node from its YAML files (keyed by node name, or /**)."""
+        merged: dict[str, object] = {}
+        for path in self.param_files:
+            data = yaml.safe_load(path.read_text()) or {}
+            for key in ('/**', self.name, f'/{self.name}'):
+                merged.update((data.get(key) or {}).get('ros__parameters', {}))
+        return merged
+
+    def all_params(self) -> dict[str, object]:
+        return self.file_params() | self.params
+
+    def argv(self) -> list[str]:
+        args = [sys.executable, '-m', self.module, '--ros-args', '-r', f'__node:={self.name}']
+        for path in self.param_files:
+            args += ['--params-file', str(path)]
+        for key, value in self.params.items():
+            args += ['-p', f'{key}:={_ros_value(value)}']
+        for old, new in self.remaps:
+            args += ['-r', f'{old}:={new}']
+        return args
+
+
+def _ros_value(value: object) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    return str(value)
+
+
+def _typed(text: str) -> object:
+    """A launch-file value as ROS would type it (YAML rules: 1 -> int, 1.0 -> float, true)."""
+    value = yaml.safe_load(text) if text != '' else ''
+    return value if isinstance(value, (bool, int, float)) else text
+
+
+def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[NodeSpec]:
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise LaunchError(f'cannot read launch file {path}: {exc}') from exc
+    given = {k: str(v) for k, v in (args or {}).items()}
+    values: dict[str, str] = {}
+
+    def sub(text: str) -> str:
+        def one(match: re.Match) -> str:
+            kind, name = match.groups()
+            if kind == 'var':
+                if name not in values:
+                    raise LaunchError(f'{path.name}: argument {name!r} has no value')
+                return values[name]
+            if name != PACKAGE:
+                raise LaunchError(f'{path.name}: cannot find package {name}')
+            return str(package_share())
+        return _SUBST.sub(one, text)
+
+    nodes = []
+    for element in root:
+        if element.tag == 'arg':
+            name = element.get('name')
+            if name in given:
+                values[name] = given[name]
+            elif element.get('default') is not None:
+                values[name] = sub(element.get('default'))
+            else:
+                raise LaunchError(f'{path.name}: argument {name!r} is required')
+        elif element.tag == 'node':
+            spec = NodeSpec(element.get('pkg'), element.get('exec'),
+                            element.get('name') or element.get('exec'))
+            for child in element:
+                if child.tag == 'param' and child.get('from'):
+                    spec.param_files.append(Path(sub(child.get('from'))))
+                elif child.tag == 'param':
+                    spec.params[child.get('name')] = _typed(sub(child.get('value')))
+                elif child.tag == 'remap':
+                    spec.remaps.append((sub(child.get('from')), sub(child.get('to'))))
+            nodes.append(spec)
+        else:
+            raise LaunchError(f'{path.name}: <{element.tag}> is not supported here')
+    unknown = set(given) - set(values)
+    if unknown:
+        raise LaunchError(f'{path.name}: unknown launch arguments {sorted(unknown)}')
+    return nodes
+
+
+def start(nodes: list[NodeSpec], env: dict[str, str] | None = None, log_dir: Path | None = None):
+    """Start every node as its own process; returns {name: Popen}."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    procs = {}
+    for spec in nodes:
+        out = open(log_dir / f'{spec.name}.log', 'w') if log_dir else subprocess.DEVNULL
+        procs[spec.name] = subprocess.Popen(spec.argv(), env=env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+    return procs

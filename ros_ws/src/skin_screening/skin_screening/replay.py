@@ -1,0 +1,137 @@
+"""Offline evaluation by rosbag replay through the real nodes, and its scoring.
+
+`replay()` runs launch/replay.launch.xml (inference, power monitor, recorder, bag player as
+separate processes) for one precision/backend and returns the recorder's run directory.
+`score_run()` matches each recorded Diagnosis to its bag frame by source stamp, counts frames
+never answered, and computes the screening metrics, latency, throughput and energy.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .core.bags import BagError, ground_truth
+from .core.metrics import binary_report
+from .core.postprocess import REFER
+from .launching import package_share, parse_launch, start
+
+
+class ReplayError(RuntimeError):
+    pass
+
+
+def replay(
+    bag: Path,
+    model_dir: Path,
+    precision: str,
+    backend: str,
+    output_dir: Path,
+    rate: float = 0.0,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 900.0,
+) -> Path:
+    """Replay `bag` through the replay launch file; returns the recorder's run directory."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    nodes = parse_launch(package_share() / 'launch' / 'replay.launch.xml', {
+        'bag': str(bag), 'model_dir': str(model_dir), 'precision': precision,
+        'backend': backend, 'rate': str(rate), 'output_dir': str(output_dir),
+        'run_name': f'replay-{precision}-{backend}'})
+    for spec in nodes:
+        if spec.name == 'bag_player':
+            spec.params['progress'] = False
+    logs = output_dir / 'logs'
+    logs.mkdir(exist_ok=True)
+    procs = start(nodes, env, logs)
+    player = procs['bag_player']
+    try:
+        deadline = time.monotonic() + timeout_s
+        while player.poll() is None:
+            dead = [n for n, p in procs.items() if n != 'bag_player' and p.poll() is not None]
+            if dead:
+                raise ReplayError(f'node {dead[0]} exited early (code '
+                                  f'{procs[dead[0]].returncode}); see {logs / dead[0]}.log')
+            if time.monotonic() > deadline:
+                raise ReplayError(f'replay did not finish within {timeout_s:.0f} s')
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the recorder take the last diagnoses off the wire
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if player.returncode == 2:
+        raise ReplayError(f'bag player could not open {bag}; see {logs / "bag_player.log"}')
+    runs = sorted(p for p in output_dir.iterdir() if p.is_dir() and p.name != 'logs')
+    if not runs:
+        raise ReplayError(f'the recorder wrote nothing under {output_dir}')
+    note = (logs / 'bag_player.log').read_text() if player.returncode else ''
+    if note:
+        (runs[-1] / 'replay_error.txt').write_text(note)
+    return runs[-1]
+
+
+def read_diagnoses(run_dir: Path) -> list[dict]:
+    with (run_dir / 'diagnoses.csv').open() as f:
+        return list(csv.DictReader(f))
+
+
+def energy_per_inference(run_dir: Path) -> float | None:
+    path = run_dir / 'energy.csv'
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    joules = sum(float(r['joules']) for r in rows)
+    count = sum(int(r['inferences']) for r in rows)
+    return joules / count if count and np.isfinite(joules) else None
+
+
+def score_run(run_dir: Path, bag: Path) -> dict:
+    """Metrics of one replay, matching diagnoses to ground truth by the frames' stamps."""
+    truth = ground_truth(bag)
+    rows = read_diagnoses(run_dir)
+    by_stamp = {int(r['stamp_ns']): r for r in rows}
+    matched = [(truth[s], by_stamp[s]) for s in truth if s in by_stamp]
+    if not matched:
+        raise BagError(f'no diagnosis in {run_dir} matches a frame of {bag}')
+    y = np.array([t['y'] for t, _ in matched])
+    prob = np.array([float(r['probability']) for _, r in matched])
+    threshold = float(matched[0][1]['threshold'])
+    report = binary_report(y, prob, threshold)
+    latency = np.array([float(r['latency_ms']) for _, r in matched])
+    engine = np.array([float(r['inference_ms']) for _, r in matched])
+    with (run_dir / 'scored.csv').open('w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['stamp_ns', 'y', 'probability', 'decision', 'latency_ms', 'image_id'])
+        for stamp in sorted(s for s in truth if s in by_stamp):
+            t, r = truth[stamp], by_stamp[stamp]
+            writer.writerow([stamp, t['y'], r['probability'], r['decision'], r['latency_ms'],
+                             t['image_id']])
+    received = np.array([int(r['received_ns']) for r in rows])
+    span = (received.max() - received.min()) / 1e9 if len(received) > 1 else float('nan')
+    return {
+        'precision': matched[0][1]['precision'],
+        'backend': matched[0][1]['backend'],
+        'model_id': matched[0][1]['model_id'],
+        'frames': len(truth),
+        'answered': len(matched),
+        'unanswered': len(truth) - len(matched),
+        'referral_rate': float(np.mean([int(r['decision']) == REFER for _, r in matched])),
+        **{k: report[k] for k in ('accuracy', 'f1', 'recall', 'specificity', 'roc_auc',
+                                  'threshold')},
+        'ppv': report['precision'],
+        'latency_median_ms': float(np.median(latency)),
+        'latency_p90_ms': float(np.percentile(latency, 90)),
+        'latency_p99_ms': float(np.percentile(latency, 99)),
+        'inference_median_ms': float(np.median(engine)),
+        'throughput_fps': (len(rows) - 1) / span if span and span > 0 else float('nan'),
+        'energy_j_per_inference': energy_per_inference(run_dir),
+        'run_dir': str(run_dir),
+    }

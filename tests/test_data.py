@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from training.config import DataConfig, SplitConfig, load_config
+from training.data import DataError, Mapping, grouped_folds, inner_split, load_dataset
+
+
+def test_ham10000_folds_never_share_a_lesion(ham):
+    data = load_dataset(DataConfig(root=str(ham)))
+    assert len(data) > 8000 and 0.15 < data.y.mean() < 0.25
+    fold = grouped_folds(data, SplitConfig(folds=5), seed=1234)
+    for k in range(5):
+        assert not set(data.groups[fold == k]) & set(data.groups[fold != k])
+        assert 0.15 < data.y[fold == k].mean() < 0.25  # stratified
+    train = np.nonzero(fold != 0)[0]
+    fit, val = inner_split(data, train, 0.15, seed=0)
+    assert not set(data.groups[fit]) & set(data.groups[val])
+
+
+def test_mapping_rejects_unknown_labels():
+    mapping = Mapping.load('ham10000')
+    assert list(mapping.binary(['mel', 'NV', 'bcc'])) == [1, 0, 1]
+    with pytest.raises(DataError, match=r"\['psoriasis'\]"):
+        mapping.binary(['mel', 'psoriasis'])
+
+
+def test_paper_mapping_handles_folder_names():
+    mapping = Mapping.load('skin_lesions_14')
+    assert list(mapping.binary(['Squamous cell carcinoma', 'Monkeypox', 'Melanoma'])) == [1, 0, 1]
+
+
+def _folder_dataset(root, classes, sample):
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            (root / name / f'{name}_{i}.jpg').write_bytes(sample.read_bytes())
+
+
+def test_folder_dataset_and_empty_class(tmp_path, ham):
+    sample = next((ham / 'images').glob('*.jpg'))
+    _folder_dataset(tmp_path / 'ok', {'melanoma': 2, 'healthy': 3}, sample)
+    data = load_dataset(DataConfig(format='folder', root=str(tmp_path / 'ok'),
+                                   mapping='skin_lesions_14'))
+    assert sorted(data.y.tolist()) == [0, 0, 0, 1, 1]
+    _folder_dataset(tmp_path / 'neg', {'healthy': 3}, sample)
+    with pytest.raises(DataError, match="class 'skin_cancer' has no images"):
+        load_dataset(DataConfig(format='folder', root=str(tmp_path / 'neg'),
+                                mapping='skin_lesions_14'))
+
+
+def test_csv_dataset_needs_its_columns(tmp_path):
+    (tmp_path / 'labels.csv').write_text('file,dx\na.jpg,mel\n')
+    with pytest.raises(DataError, match='path,label'):
+        load_dataset(DataConfig(format='csv', root=str(tmp_path)))
+
+
+def test_config_overrides_are_typed_and_checked():
+    config = load_config(None, ['train.views=4', 'model.alpha=0.35', 'data.limit=100'])
+    assert (config.train.views, config.model.alpha, config.data.limit) == (4, 0.35, 100)
+    with pytest.raises(KeyError, match='unknown config key'):
+        load_config(None, ['train.epochz=3'])

@@ -1,0 +1,66 @@
+"""Every variant of the shipped model through the one Engine interface on real images."""
+
+import numpy as np
+import pytest
+
+from skin_screening.core.classifier import Classifier
+from skin_screening.core.engines import EngineError, open_engine, warmup
+from skin_screening.core.postprocess import SUSPICIOUS
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'fp16', 'int8'])
+def test_each_variant_runs_real_images(ham_model, sample_frames, precision):
+    frames, _ = sample_frames
+    clf = Classifier(ham_model, precision, 'onnxruntime', threads=2)
+    scores, ms = clf.classify(frames[:8])
+    assert scores.probability.shape == (8,) and np.all((scores.probability >= 0)
+                                                       & (scores.probability <= 1))
+    assert ms > 0 and clf.model_id.startswith('mobilenetv2-a0.5@')
+    assert clf.engine.inputs[0].shape == (None, 224, 224, 3)
+
+
+def test_int8_agrees_with_fp32_on_heldout_images(ham_model, sample_frames):
+    frames, y = sample_frames
+    fp32 = Classifier(ham_model, 'fp32').classify(frames)[0]
+    int8 = Classifier(ham_model, 'int8').classify(frames)[0]
+    agreement = np.mean(fp32.decision == int8.decision)
+    assert agreement >= 0.95, f'INT8 agrees with FP32 on {agreement:.1%} of {len(y)} images'
+    assert np.max(np.abs(fp32.probability - int8.probability)) < 0.2
+
+
+def test_the_model_detects_cancers_on_heldout_images(ham_model, sample_frames):
+    frames, y = sample_frames
+    scores = Classifier(ham_model, 'fp32').classify(frames)[0]
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, scores.probability) > 0.8
+    assert np.mean(scores.decision[y == 1] == SUSPICIOUS) > 0.5
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage', 'empty'])
+def test_corrupt_onnx_is_refused_clearly(ham_model, tmp_path, damage):
+    import shutil
+
+    shutil.copy(ham_model / 'model_card.json', tmp_path)
+    data = (ham_model / 'model.fp32.onnx').read_bytes()
+    bad = {'truncate': data[: len(data) // 2], 'garbage': b'\x00garbage' * 100, 'empty': b''}
+    (tmp_path / 'model.fp32.onnx').write_bytes(bad[damage])
+    with pytest.raises(EngineError, match='missing or empty|cannot load'):
+        open_engine(tmp_path, 'fp32')
+
+
+def test_missing_variant_says_how_to_build_it(tmp_path):
+    with pytest.raises(EngineError, match='python -m training variants'):
+        open_engine(tmp_path, 'int8')
+
+
+def test_unknown_precision_is_one_clear_error(ham_model):
+    with pytest.raises(ValueError, match='unknown precision .int4.'):
+        open_engine(ham_model, 'int4')
+
+
+def test_warmup_runs_dynamic_batch(ham_model):
+    engine = open_engine(ham_model, 'fp16')
+    warmup(engine, batch=8, iterations=1)
+    out = engine.infer({'image': np.zeros((3, 224, 224, 3), np.float32)})
+    assert out['logits'].shape == (3, 1)

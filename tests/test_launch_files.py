@@ -1,0 +1,79 @@
+"""The declarative launch files: executables exist, parameters are declared with their types,
+referenced files exist. Nodes are constructed in-process with the launch's parameters."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+
+from skin_screening.core.bags import LabelledFrame, write_bag
+from skin_screening.launching import LaunchError, package_share, parse_launch
+
+LAUNCH = package_share() / 'launch'
+SETUP = package_share() / 'ros_ws/src/skin_screening/setup.py'
+FILES = sorted(LAUNCH.glob('*.launch.xml'))
+
+
+def declared_executables() -> set[str]:
+    nodes = re.search(r'NODES = \[(.*?)\]', SETUP.read_text(), re.S).group(1)
+    return {f'{n}_node' for n in re.findall(r"'(\w+)'", nodes)}
+
+
+def node_class(spec):
+    module = importlib.import_module(spec.module)
+    return next(v for k, v in vars(module).items() if k.endswith('Node') and k != 'Node')
+
+
+@pytest.fixture
+def launch_args(tmp_path, sample_frames):
+    bag = tmp_path / 'bag'
+    write_bag(bag, [LabelledFrame(sample_frames[0][0], 1, 'mel', 'a', 'L')])
+    return {'replay.launch.xml': {'bag': str(bag), 'output_dir': str(tmp_path / 'runs')},
+            'wearable.launch.xml': {'output_dir': str(tmp_path / 'runs'),
+                                    'camera': str(tmp_path)}}
+
+
+def test_there_are_a_device_and_a_replay_launch_file():
+    assert {f.name for f in FILES} == {'wearable.launch.xml', 'replay.launch.xml'}
+
+
+@pytest.mark.parametrize('path', FILES, ids=lambda p: p.name)
+def test_executables_exist_and_files_referenced_exist(path, launch_args):
+    for spec in parse_launch(path, launch_args[path.name]):
+        assert spec.executable in declared_executables(), spec.executable
+        assert importlib.util.find_spec(spec.module) is not None
+        for param_file in spec.param_files:
+            assert param_file.is_file(), param_file
+        for key, value in spec.all_params().items():
+            if key in ('model_dir', 'bag'):
+                assert Path(value).exists(), f'{spec.name}.{key} -> {value}'
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize('path', FILES, ids=lambda p: p.name)
+def test_every_parameter_is_declared_with_its_type(path, launch_args, ros_env):
+    rclpy.init()
+    try:
+        for spec in parse_launch(path, launch_args[path.name]):
+            params = spec.all_params()
+            overrides = [Parameter(k, value=v) for k, v in params.items()]
+            node = node_class(spec)(parameter_overrides=overrides)
+            try:
+                for key, value in params.items():
+                    assert node.has_parameter(key), f'{spec.name} does not declare {key}'
+                    assert node.get_parameter(key).value == value, f'{spec.name}.{key}'
+            finally:
+                getattr(node, 'close', lambda: None)()
+                node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+
+
+def test_launch_errors_are_clear(tmp_path):
+    with pytest.raises(LaunchError, match="argument 'bag' is required"):
+        parse_launch(LAUNCH / 'replay.launch.xml')
+    with pytest.raises(LaunchError, match='unknown launch arguments'):
+        parse_launch(LAUNCH / 'wearable.launch.xml', {'precison': 'int8'})

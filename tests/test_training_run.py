@@ -1,0 +1,82 @@
+"""A small real training run: a few hundred HAM10000 images -> ONNX + model card (CI-sized)."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.preprocess import load_rgb, prepare
+from tests.conftest import WEIGHTS_05
+from training.config import load_config
+from training.train import run_training
+
+
+@pytest.fixture(scope='module')
+def small_run(ham, tmp_path_factory):
+    if not WEIGHTS_05.is_file():
+        pytest.skip(f'alpha 0.5 weights not found at {WEIGHTS_05}')
+    out = tmp_path_factory.mktemp('training')
+    config = load_config(None, [
+        f'data.root={ham}', 'data.limit=300', 'split.folds=2', 'train.views=2',
+        'train.head_epochs=1', 'train.finetune_epochs=1', f'model.weights={WEIGHTS_05}',
+        f'out_dir={out}', f'cache_dir={out / "cache"}', 'export.check_images=16',
+    ])
+    return run_training(config)
+
+
+@pytest.mark.slow
+def test_training_writes_onnx_card_and_splits(small_run):
+    card = ModelCard.load(small_run)
+    assert card.files['model.fp32.onnx']['max_abs_diff_vs_keras'] <= 1e-4
+    assert card.files['model.fp32.onnx']['sha256'] and card.data['mapping'] == 'ham10000'
+    assert len(card.metrics['cv_folds']) == 2
+    assert 0.0 <= card.metrics['cv_summary']['at_threshold']['roc_auc']['mean'] <= 1.0
+    assert card.decision.temperature > 0 and 0 < card.decision.threshold < 1
+    config = (small_run / 'config.yaml').read_text()
+    assert 'limit: 300' in config and 'seed: 1234' in config
+    assert json.loads((small_run / 'metrics.json').read_text())['holdout']['fold'] == 0
+
+
+@pytest.mark.slow
+def test_exported_onnx_runs_real_images_with_dynamic_batch(small_run, ham):
+    card = ModelCard.load(small_run)
+    session = ort.InferenceSession(str(small_run / 'model.fp32.onnx'))
+    assert session.get_inputs()[0].name == 'image' and session.get_outputs()[0].name == 'logits'
+    images = sorted((ham / 'images').glob('*.jpg'))[:5]
+    x = np.stack([prepare(load_rgb(p), card.preprocessing) for p in images])
+    (logits,) = session.run(None, {'image': x})
+    assert logits.shape == (5, 1) and np.all(np.isfinite(logits))
+
+
+@pytest.mark.slow
+def test_heldout_lesions_are_not_in_training_folds(small_run):
+    import csv
+
+    split = list(csv.DictReader((small_run / 'split.csv').open()))
+    held = {r['group'] for r in csv.DictReader((small_run / 'heldout.csv').open())}
+    trained = {r['group'] for r in split if r['fold'] != '0'}
+    assert held and not held & trained
+
+
+@pytest.mark.slow
+def test_export_refuses_a_model_that_does_not_match_keras(tmp_path, ham):
+    from training.config import ModelConfig
+    from training.export import export_verified
+    from training.model import TrainingError, build_model
+
+    model = build_model(ModelConfig(weights=str(WEIGHTS_05)))
+    x = np.stack([prepare(load_rgb(p), card_spec()) for p in
+                  sorted((ham / 'images').glob('*.jpg'))[:4]])
+    path = tmp_path / 'model.fp32.onnx'
+    assert export_verified(model.full, path, x, 224, 17, 1e-4) <= 1e-4
+    with pytest.raises(TrainingError, match='artifact not written'):
+        export_verified(model.full, path, x, 224, 17, -1.0)
+    assert not path.exists()
+
+
+def card_spec():
+    from skin_screening.core.preprocess import Preprocessing
+
+    return Preprocessing()
