@@ -36,24 +36,42 @@ def read_csv(path: Path) -> list[dict]:
 
 def scored(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = read_csv(Path(row['run_dir']) / 'scored.csv')
-    return (np.array([int(r['y']) for r in rows]), np.array([float(r['probability']) for r in rows]),
-            np.array([float(r['latency_ms']) for r in rows]))
+    return (
+        np.array([int(r['y']) for r in rows]),
+        np.array([float(r['probability']) for r in rows]),
+        np.array([float(r['latency_ms']) for r in rows]),
+    )
 
 
 def plot_table(rows: list[dict], out: Path, plt) -> None:
-    metrics = [('size_mb', 'size'), ('latency_median_ms', 'latency'),
-               ('throughput_fps', 'throughput'), ('f1', 'F1'), ('energy_j_per_inference', 'energy')]
+    metrics = [
+        ('size_mb', 'size'),
+        ('latency_median_ms', 'latency'),
+        ('throughput_fps', 'throughput'),
+        ('f1', 'F1'),
+        ('energy_j_per_inference', 'energy'),
+    ]
     ref = next((r for r in rows if r['precision'] == 'fp32'), rows[0])
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         ratios = [(row[k] / ref[k]) if row.get(k) and ref.get(k) else np.nan for k, _ in metrics]
         xs = np.arange(len(metrics)) + i * width
-        ax.bar(xs, np.nan_to_num(ratios), width, label=row['precision'],
-               color=COLOURS.get(row['precision']))
+        ax.bar(
+            xs,
+            np.nan_to_num(ratios),
+            width,
+            label=row['precision'],
+            color=COLOURS.get(row['precision']),
+        )
         for x, v in zip(xs, ratios):
-            ax.text(x, (0 if np.isnan(v) else v) + 0.02, 'n/m' if np.isnan(v) else f'{v:.2f}',
-                    ha='center', fontsize=8)
+            ax.text(
+                x,
+                (0 if np.isnan(v) else v) + 0.02,
+                'n/m' if np.isnan(v) else f'{v:.2f}',
+                ha='center',
+                fontsize=8,
+            )
     ax.axhline(1.0, color='grey', lw=0.8, ls='--')
     ax.set_xticks(np.arange(len(metrics)) + width * (len(rows) - 1) / 2, [m for _, m in metrics])
     ax.set_ylabel('ratio to FP32 (FP32 = 1)')
@@ -64,9 +82,8 @@ def plot_table(rows: list[dict], out: Path, plt) -> None:
 
 
 def plot_curves(rows: list[dict], out: Path, plt) -> None:
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     from skin_screening.core.metrics import binary_report
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     for row in rows:
@@ -96,8 +113,13 @@ def plot_reliability(rows: list[dict], out: Path, plt, bins: int = 10) -> None:
         acc = [y[which == b].mean() for b in range(bins) if (which == b).any()]
         ax.plot(conf, acc, 'o-', color=COLOURS.get(row['precision']), label=row['precision'])
     ax.plot([0, 1], [0, 1], color='grey', ls='--', lw=0.8)
-    ax.set(xlabel='predicted probability of skin cancer', ylabel='observed frequency',
-           title='Reliability diagram', xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel='predicted probability of skin cancer',
+        ylabel='observed frequency',
+        title='Reliability diagram',
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / 'reliability.png', dpi=120)
@@ -107,10 +129,17 @@ def plot_latency(rows: list[dict], out: Path, plt) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
         lat = np.sort(scored(row)[2])
-        ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), color=COLOURS.get(row['precision']),
-                label=f'{row["precision"]} median {np.median(lat):.1f} ms')
-    ax.set(xlabel='image stamp -> diagnosis published (ms)', ylabel='fraction of frames',
-           title='Latency CDF (replay, across processes)')
+        ax.plot(
+            lat,
+            np.arange(1, len(lat) + 1) / len(lat),
+            color=COLOURS.get(row['precision']),
+            label=f'{row["precision"]} median {np.median(lat):.1f} ms',
+        )
+    ax.set(
+        xlabel='image stamp -> diagnosis published (ms)',
+        ylabel='fraction of frames',
+        title='Latency CDF (replay, across processes)',
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / 'latency_cdf.png', dpi=120)
@@ -127,8 +156,12 @@ def plot_power(rows: list[dict], out: Path, plt) -> None:
         measured = True
         t0 = int(power[0]['received_ns'])
         t = [(int(r['received_ns']) - t0) / 1e9 for r in power]
-        ax.plot(t, [float(r['total_watts']) for r in power], color=COLOURS.get(row['precision']),
-                label=row['precision'])
+        ax.plot(
+            t,
+            [float(r['total_watts']) for r in power],
+            color=COLOURS.get(row['precision']),
+            label=row['precision'],
+        )
         diag = read_csv(run / 'diagnoses.csv')
         if diag:
             lo = (int(diag[0]['received_ns']) - t0) / 1e9
@@ -138,8 +171,14 @@ def plot_power(rows: list[dict], out: Path, plt) -> None:
         ax.set(xlabel='time (s)', ylabel='power (W)', title='Power (shaded: inference windows)')
         ax.legend()
     else:
-        ax.text(0.5, 0.5, 'power not measured on this machine\n(no INA3221, tegrastats, NVML or '
-                'RAPL source)', ha='center', va='center', transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            'power not measured on this machine\n(no INA3221, tegrastats, NVML or RAPL source)',
+            ha='center',
+            va='center',
+            transform=ax.transAxes,
+        )
         ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(out / 'power.png', dpi=120)

@@ -1,6 +1,6 @@
-"""The main job: variants -> evaluation bag -> replay through the ROS 2 nodes per precision -> table.
+"""The main job: variants -> evaluation bag -> replay through the nodes per precision -> table.
 
-    uv run run.py                         # embedded default: data/samples + data/models/mobilenetv2-a0.5
+    uv run run.py                   # embedded default: data/samples + data/models/mobilenetv2-a0.5
     uv run run.py --data ../shared/datasets/ham10000 --format ham10000 --heldout-only
     uv run run.py --bag my_recording --precisions int8
 
@@ -32,17 +32,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--model-dir', type=Path, default=DEFAULT_MODEL)
     p.add_argument('--data', type=Path, default=DEFAULT_DATA, help='labelled dataset folder')
     p.add_argument('--format', default='csv', choices=['csv', 'ham10000', 'folder'])
-    p.add_argument('--mapping', default='ham10000', help='binary label mapping (training/mappings)')
-    p.add_argument('--heldout-only', action='store_true',
-                   help="keep only images of the model's held-out fold (by lesion id)")
+    p.add_argument(
+        '--mapping', default='ham10000', help='binary label mapping (training/mappings)'
+    )
+    p.add_argument(
+        '--heldout-only',
+        action='store_true',
+        help="keep only images of the model's held-out fold (by lesion id)",
+    )
     p.add_argument('--limit', type=int, default=None, help='at most this many images')
     p.add_argument('--bag', type=Path, default=None, help='replay this bag instead of writing one')
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
-    p.add_argument('--precisions', nargs='+', default=['fp32', 'fp16', 'int8'],
-                   choices=['fp32', 'fp16', 'int8'])
+    p.add_argument(
+        '--precisions',
+        nargs='+',
+        default=['fp32', 'fp16', 'int8'],
+        choices=['fp32', 'fp16', 'int8'],
+    )
     p.add_argument('--backend', default='onnxruntime', choices=['onnxruntime', 'tensorrt'])
-    p.add_argument('--rate', type=float, default=0.0,
-                   help='replay rate: multiple of the recorded rate; 0 = as fast as answered')
+    p.add_argument(
+        '--rate',
+        type=float,
+        default=0.0,
+        help='replay rate: multiple of the recorded rate; 0 = as fast as answered',
+    )
     p.add_argument('--bag-rate-hz', type=float, default=10.0, help='frame rate of a written bag')
     p.add_argument('--out', type=Path, default=REPO / 'data' / 'runs')
     return p.parse_args(argv)
@@ -59,26 +72,35 @@ def ros_env() -> dict[str, str]:
 def evaluation_frames(args, card_dir: Path):
     """Labelled frames of the dataset (held-out lesions only when asked or when known)."""
     import numpy as np
-
     from skin_screening.core.bags import LabelledFrame
+
     from training.config import DataConfig
     from training.data import load_dataset, read_images
 
-    data = load_dataset(DataConfig(format=args.format, root=str(args.data),
-                                   csv=str(args.data / 'labels.csv') if args.format == 'csv'
-                                   else None, mapping=args.mapping))
+    data = load_dataset(
+        DataConfig(
+            format=args.format,
+            root=str(args.data),
+            csv=str(args.data / 'labels.csv') if args.format == 'csv' else None,
+            mapping=args.mapping,
+        )
+    )
     trained = training_groups(card_dir)
     if args.heldout_only or trained:
         keep = np.array([g not in trained for g in data.groups])
         if not keep.all() and not args.heldout_only:
-            raise SystemExit(f'error: {int((~keep).sum())} images of {args.data} show lesions '
-                             f'the model was trained on; pass --heldout-only to drop them')
+            raise SystemExit(
+                f'error: {int((~keep).sum())} images of {args.data} show lesions '
+                f'the model was trained on; pass --heldout-only to drop them'
+            )
         data = data.subset(np.nonzero(keep)[0])
     if args.limit:
         data = data.subset(np.arange(min(args.limit, len(data))))
     images, data, _ = read_images(data)
-    return [LabelledFrame(im, int(y), lab, i, str(g))
-            for im, y, lab, i, g in zip(images, data.y, data.labels, data.ids, data.groups)]
+    return [
+        LabelledFrame(im, int(y), lab, i, str(g))
+        for im, y, lab, i, g in zip(images, data.y, data.labels, data.ids, data.groups)
+    ]
 
 
 def training_groups(model_dir: Path) -> set[str]:
@@ -94,13 +116,16 @@ def training_groups(model_dir: Path) -> set[str]:
 def direct_scores(frames, model_dir: Path, precision: str, backend: str) -> dict:
     """The same engine on the same frames without ROS (the reference for the replay)."""
     import numpy as np
-
     from skin_screening.core.classifier import Classifier
     from skin_screening.core.metrics import binary_report
 
     clf = Classifier(model_dir, precision, backend)
-    probs = np.concatenate([clf.classify([f.rgb for f in frames[i:i + 16]])[0].probability
-                            for i in range(0, len(frames), 16)])
+    probs = np.concatenate(
+        [
+            clf.classify([f.rgb for f in frames[i : i + 16]])[0].probability
+            for i in range(0, len(frames), 16)
+        ]
+    )
     report = binary_report(np.array([f.y for f in frames]), probs, clf.rule.threshold)
     clf.close()
     return {'direct_f1': report['f1'], 'direct_recall': report['recall']}
@@ -108,6 +133,7 @@ def direct_scores(frames, model_dir: Path, precision: str, backend: str) -> dict
 
 def ensure_variants(model_dir: Path, precisions: list[str], backend: str) -> None:
     from skin_screening.core.engines import variant_path
+
     from training.variants import VariantConfig, build_variants
 
     missing = [p for p in precisions if not variant_path(model_dir, p, backend).is_file()]
@@ -117,17 +143,24 @@ def ensure_variants(model_dir: Path, precisions: list[str], backend: str) -> Non
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f'\n{"precision":<9} {"backend":<11} {"size MB":>7} {"×FP32":>6} {"latency ms":>10} '
-          f'{"engine ms":>9} {"fps":>6} {"F1":>6} {"direct F1":>9} {"recall":>6} {"ppv":>6} '
-          f'{"lost":>4}  energy')
+    print(
+        f'\n{"precision":<9} {"backend":<11} {"size MB":>7} {"×FP32":>6} {"latency ms":>10} '
+        f'{"engine ms":>9} {"fps":>6} {"F1":>6} {"direct F1":>9} {"recall":>6} {"ppv":>6} '
+        f'{"lost":>4}  energy'
+    )
     for r in rows:
-        energy = (f'{r["energy_j_per_inference"]:.4f} J/inf' if r['energy_j_per_inference']
-                  else 'not measured on this machine')
-        print(f'{r["precision"]:<9} {r["backend"]:<11} {r["size_mb"]:>7.2f} '
-              f'{r["size_ratio"]:>6.2f} {r["latency_median_ms"]:>10.2f} '
-              f'{r["inference_median_ms"]:>9.2f} {r["throughput_fps"]:>6.1f} {r["f1"]:>6.3f} '
-              f'{r["direct_f1"]:>9.3f} {r["recall"]:>6.3f} {r["ppv"]:>6.3f} '
-              f'{r["unanswered"]:>4}  {energy}')
+        energy = (
+            f'{r["energy_j_per_inference"]:.4f} J/inf'
+            if r['energy_j_per_inference']
+            else 'not measured on this machine'
+        )
+        print(
+            f'{r["precision"]:<9} {r["backend"]:<11} {r["size_mb"]:>7.2f} '
+            f'{r["size_ratio"]:>6.2f} {r["latency_median_ms"]:>10.2f} '
+            f'{r["inference_median_ms"]:>9.2f} {r["throughput_fps"]:>6.1f} {r["f1"]:>6.3f} '
+            f'{r["direct_f1"]:>9.3f} {r["recall"]:>6.3f} {r["ppv"]:>6.3f} '
+            f'{r["unanswered"]:>4}  {energy}'
+        )
 
 
 def main(argv=None) -> int:
@@ -162,10 +195,19 @@ def main(argv=None) -> int:
         rows, env = [], ros_env()
         for precision in args.precisions:
             print(f'replaying {bag.name} at {precision} on {args.backend} ...', flush=True)
-            run_dir = replay(bag, args.model_dir, precision, args.backend, out / precision,
-                             rate=args.rate, env=env)
+            run_dir = replay(
+                bag,
+                args.model_dir,
+                precision,
+                args.backend,
+                out / precision,
+                rate=args.rate,
+                env=env,
+            )
             row = score_run(run_dir, bag)
-            row['size_mb'] = variant_path(args.model_dir, precision, args.backend).stat().st_size / 1e6
+            row['size_mb'] = (
+                variant_path(args.model_dir, precision, args.backend).stat().st_size / 1e6
+            )
             row['size_ratio'] = row['size_mb'] / fp32_size
             if frames:
                 row |= direct_scores(frames, args.model_dir, precision, args.backend)
@@ -175,8 +217,9 @@ def main(argv=None) -> int:
     except (BagError, EngineError, ReplayError, FileNotFoundError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    (out / 'results.json').write_text(json.dumps(
-        {'bag': str(bag), 'model_dir': str(args.model_dir), 'rows': rows}, indent=2))
+    (out / 'results.json').write_text(
+        json.dumps({'bag': str(bag), 'model_dir': str(args.model_dir), 'rows': rows}, indent=2)
+    )
     with (out / 'results.csv').open('w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -35,8 +35,10 @@ def print_report(metrics: dict) -> None:
             row = fold[key]
             print(f'{fold["fold"]:>4}  ' + '  '.join(f'{row[c]:>11.4f}' for c in COLUMNS))
         summary = metrics['cv_summary'][key]
-        print('mean  ' + '  '.join(
-            f'{summary[c]["mean"]:>5.3f}±{summary[c]["std"]:.3f}' for c in COLUMNS))
+        print(
+            'mean  '
+            + '  '.join(f'{summary[c]["mean"]:>5.3f}±{summary[c]["std"]:.3f}' for c in COLUMNS)
+        )
 
 
 def main() -> int:

@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 HAM = SHARED / 'datasets' / 'ham10000'
 HAM_FULLRES = SHARED / 'datasets' / 'ham10000_fullres_sample'
-WEIGHTS_05 = SHARED / 'weights' / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
+WEIGHTS_05 = (
+    SHARED / 'weights' / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
+)
 
 # Domains 1..100, starting at a random offset so two test runs on one machine rarely meet.
 _domains = itertools.cycle(range(1, 101))
@@ -71,7 +73,6 @@ def sample_frames():
     import csv
 
     import numpy as np
-
     from skin_screening.core.preprocess import load_rgb
 
     rows = list(csv.DictReader((SAMPLES / 'labels.csv').open()))

@@ -76,11 +76,15 @@ class FakeConfig:
 
 def make_fake_tensorrt(generation: str) -> types.SimpleNamespace:
     """A fake `tensorrt` module of API generation '8.6', '10' or '11'."""
-    creation = {'8.6': ['EXPLICIT_BATCH'], '10': ['EXPLICIT_BATCH', 'STRONGLY_TYPED'],
-                '11': ['STRONGLY_TYPED', 'PREFER_AOT_PYTHON_PLUGINS']}[generation]
+    creation = {
+        '8.6': ['EXPLICIT_BATCH'],
+        '10': ['EXPLICIT_BATCH', 'STRONGLY_TYPED'],
+        '11': ['STRONGLY_TYPED', 'PREFER_AOT_PYTHON_PLUGINS'],
+    }[generation]
     builder_flags = ['GPU_FALLBACK', 'REFIT'] + ([] if generation == '11' else ['FP16', 'INT8'])
-    trt = types.SimpleNamespace(__version__={'8.6': '8.6.2', '10': '10.3.0', '11': '11.0.0'}[
-        generation])
+    trt = types.SimpleNamespace(
+        __version__={'8.6': '8.6.2', '10': '10.3.0', '11': '11.0.0'}[generation]
+    )
     trt.NetworkDefinitionCreationFlag = _enum('NetworkDefinitionCreationFlag', creation)
     trt.BuilderFlag = _enum('BuilderFlag', builder_flags)
     trt.MemoryPoolType = _enum('MemoryPoolType', ['WORKSPACE'])

@@ -10,14 +10,14 @@ from contextlib import contextmanager
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-
 from skin_screening.launching import NodeSpec
 
 
 def node_process(executable: str, name: str, env: dict, log_path, **params) -> subprocess.Popen:
     spec = NodeSpec('skin_screening', executable, name, params=params)
-    return subprocess.Popen(spec.argv(), env=env, stdout=open(log_path, 'w'),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        spec.argv(), env=env, stdout=open(log_path, 'w'), stderr=subprocess.STDOUT
+    )
 
 
 def stop(*procs: subprocess.Popen) -> None:

@@ -1,7 +1,7 @@
 """A tiny ROS 2 peer process for tests (run as a separate process, never imported by the suite).
 
-    python tests/ros_peer.py sub TOPIC TYPE COUNT [TIMEOUT_S]   JSON line per message received
-    python tests/ros_peer.py pub TOPIC TYPE JSON [SECONDS]      publish JSON (a dict) at 20 Hz
+python tests/ros_peer.py sub TOPIC TYPE COUNT [TIMEOUT_S]   JSON line per message received
+python tests/ros_peer.py pub TOPIC TYPE JSON [SECONDS]      publish JSON (a dict) at 20 Hz
 """
 
 import json
@@ -10,7 +10,6 @@ import time
 
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-
 from skin_screening.nodes.common import dict_to_message, message_to_dict, message_type
 
 

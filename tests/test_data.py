@@ -39,13 +39,15 @@ def _folder_dataset(root, classes, sample):
 def test_folder_dataset_and_empty_class(tmp_path, ham):
     sample = next((ham / 'images').glob('*.jpg'))
     _folder_dataset(tmp_path / 'ok', {'melanoma': 2, 'healthy': 3}, sample)
-    data = load_dataset(DataConfig(format='folder', root=str(tmp_path / 'ok'),
-                                   mapping='skin_lesions_14'))
+    data = load_dataset(
+        DataConfig(format='folder', root=str(tmp_path / 'ok'), mapping='skin_lesions_14')
+    )
     assert sorted(data.y.tolist()) == [0, 0, 0, 1, 1]
     _folder_dataset(tmp_path / 'neg', {'healthy': 3}, sample)
     with pytest.raises(DataError, match="class 'skin_cancer' has no images"):
-        load_dataset(DataConfig(format='folder', root=str(tmp_path / 'neg'),
-                                mapping='skin_lesions_14'))
+        load_dataset(
+            DataConfig(format='folder', root=str(tmp_path / 'neg'), mapping='skin_lesions_14')
+        )
 
 
 def test_csv_dataset_needs_its_columns(tmp_path):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from skin_screening.core.classifier import Classifier
 from skin_screening.core.engines import EngineError, open_engine, warmup
 from skin_screening.core.postprocess import SUSPICIOUS
@@ -13,8 +12,9 @@ def test_each_variant_runs_real_images(ham_model, sample_frames, precision):
     frames, _ = sample_frames
     clf = Classifier(ham_model, precision, 'onnxruntime', threads=2)
     scores, ms = clf.classify(frames[:8])
-    assert scores.probability.shape == (8,) and np.all((scores.probability >= 0)
-                                                       & (scores.probability <= 1))
+    assert scores.probability.shape == (8,) and np.all(
+        (scores.probability >= 0) & (scores.probability <= 1)
+    )
     assert ms > 0 and clf.model_id.startswith('mobilenetv2-a0.5@')
     assert clf.engine.inputs[0].shape == (None, 224, 224, 3)
 

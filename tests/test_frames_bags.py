@@ -3,7 +3,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from skin_screening.core.bags import (
     BagError,
     LabelledFrame,
@@ -17,8 +16,14 @@ from skin_screening.core.preprocess import FrameError
 
 
 def _image(**fields):
-    base = {'encoding': 'rgb8', 'height': 2, 'width': 2, 'step': 6, 'is_bigendian': 0,
-            'data': bytes(range(12))}
+    base = {
+        'encoding': 'rgb8',
+        'height': 2,
+        'width': 2,
+        'step': 6,
+        'is_bigendian': 0,
+        'data': bytes(range(12)),
+    }
     return SimpleNamespace(**(base | fields))
 
 
@@ -26,8 +31,9 @@ def test_rgb_bgr_and_padded_rows_decode(sample_frames):
     rgb = sample_frames[0][0]
     msg = SimpleNamespace(**rgb_to_fields(rgb))
     assert np.array_equal(message_to_rgb(msg), rgb)
-    bgr = SimpleNamespace(**(rgb_to_fields(rgb) | {'encoding': 'bgr8',
-                                                   'data': rgb[:, :, ::-1].tobytes()}))
+    bgr = SimpleNamespace(
+        **(rgb_to_fields(rgb) | {'encoding': 'bgr8', 'data': rgb[:, :, ::-1].tobytes()})
+    )
     assert np.array_equal(message_to_rgb(bgr), rgb)
     h, w = rgb.shape[:2]
     padded = np.zeros((h, w * 3 + 8), np.uint8)
@@ -65,8 +71,10 @@ def test_corrupt_jpeg_is_refused():
 @pytest.fixture
 def frames(sample_frames):
     images, y = sample_frames
-    return [LabelledFrame(images[i], int(y[i]), 'mel' if y[i] else 'nv', f'img{i}', f'L{i}')
-            for i in range(6)]
+    return [
+        LabelledFrame(images[i], int(y[i]), 'mel' if y[i] else 'nv', f'img{i}', f'L{i}')
+        for i in range(6)
+    ]
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])

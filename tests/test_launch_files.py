@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import rclpy
 from rclpy.parameter import Parameter
-
 from skin_screening.core.bags import LabelledFrame, write_bag
 from skin_screening.launching import LaunchError, package_share, parse_launch
 
@@ -31,9 +30,10 @@ def node_class(spec):
 def launch_args(tmp_path, sample_frames):
     bag = tmp_path / 'bag'
     write_bag(bag, [LabelledFrame(sample_frames[0][0], 1, 'mel', 'a', 'L')])
-    return {'replay.launch.xml': {'bag': str(bag), 'output_dir': str(tmp_path / 'runs')},
-            'wearable.launch.xml': {'output_dir': str(tmp_path / 'runs'),
-                                    'camera': str(tmp_path)}}
+    return {
+        'replay.launch.xml': {'bag': str(bag), 'output_dir': str(tmp_path / 'runs')},
+        'wearable.launch.xml': {'output_dir': str(tmp_path / 'runs'), 'camera': str(tmp_path)},
+    }
 
 
 def test_there_are_a_device_and_a_replay_launch_file():

@@ -39,7 +39,9 @@ POWER = {
 def _exchange(ros_env, topic, type_name, payload):
     sub = subprocess.Popen(
         [sys.executable, PEER, 'sub', topic, type_name, '1', '20'],
-        stdout=subprocess.PIPE, text=True, env=ros_env,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ros_env,
     )
     assert sub.stdout.readline().strip() == 'READY'
     pub = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""The nodes as separate processes over real rclpy / Fast DDS, with real images and the real model."""
+"""The nodes as separate processes over real rclpy / Fast DDS, real images, the real model."""
 
 import csv
 import shutil
@@ -11,13 +11,13 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from skin_screening_msgs.msg import Alert, Diagnosis
-from std_msgs.msg import Header
-
 from skin_screening.core.alerts import AlertRule, AlertWindow
 from skin_screening.core.classifier import Classifier
 from skin_screening.core.frames import rgb_to_fields
 from skin_screening.nodes.common import stamp_to_ns
+from skin_screening_msgs.msg import Alert, Diagnosis
+from std_msgs.msg import Header
+
 from tests.conftest import SAMPLES
 from tests.nodes_helpers import node_process, probe_node, stop, wait_for
 
@@ -30,24 +30,35 @@ class Watch:
 
     def __init__(self, node):
         self.images, self.diagnoses, self.alerts, self.status = [], [], [], []
-        node.create_subscription(Image, 'image_raw', lambda m: self.images.append(
-            stamp_to_ns(m.header.stamp)), qos_profile_sensor_data)
+        node.create_subscription(
+            Image,
+            'image_raw',
+            lambda m: self.images.append(stamp_to_ns(m.header.stamp)),
+            qos_profile_sensor_data,
+        )
         node.create_subscription(Diagnosis, 'diagnosis', self.diagnoses.append, RELIABLE)
         node.create_subscription(Alert, 'alert', self.alerts.append, RELIABLE)
-        node.create_subscription(DiagnosticArray, '/diagnostics',
-                                 lambda m: self.status.extend(m.status), RELIABLE)
+        node.create_subscription(
+            DiagnosticArray, '/diagnostics', lambda m: self.status.extend(m.status), RELIABLE
+        )
 
     def has_status(self, node: str, level=None, text: str = '') -> bool:
         """A /diagnostics status from the node named `node` (at `level`, containing `text`)."""
-        return any(s.name.split(':')[0] == node and (level is None or s.level == level)
-                   and text in s.message for s in self.status)
+        return any(
+            s.name.split(':')[0] == node
+            and (level is None or s.level == level)
+            and text in s.message
+            for s in self.status
+        )
 
 
 def set_precision(node, value: str):
     client = node.create_client(SetParameters, '/inference/set_parameters')
     assert client.wait_for_service(timeout_sec=10)
-    param = ParameterMsg(name='precision', value=ParameterValue(
-        type=ParameterType.PARAMETER_STRING, string_value=value))
+    param = ParameterMsg(
+        name='precision',
+        value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value),
+    )
     future = client.call_async(SetParameters.Request(parameters=[param]))
     wait_for(future.done, 30, f'set precision {value}')
     return future.result().results[0]
@@ -74,27 +85,52 @@ def test_four_nodes_end_to_end(ros_env, tmp_path, ham_model, camera_folder):
     logs = {n: tmp_path / f'{n}.log' for n in ('camera', 'inference', 'power', 'recorder')}
     runs = tmp_path / 'runs'
     procs = [
-        node_process('recorder_node', 'recorder', ros_env, logs['recorder'],
-                     output_dir=str(runs), flush_every=1),
+        node_process(
+            'recorder_node',
+            'recorder',
+            ros_env,
+            logs['recorder'],
+            output_dir=str(runs),
+            flush_every=1,
+        ),
         node_process('power_monitor_node', 'power_monitor', ros_env, logs['power']),
-        node_process('inference_node', 'inference', ros_env, logs['inference'],
-                     model_dir=str(ham_model), precision='fp32', **ALERTS),
+        node_process(
+            'inference_node',
+            'inference',
+            ros_env,
+            logs['inference'],
+            model_dir=str(ham_model),
+            precision='fp32',
+            **ALERTS,
+        ),
     ]
     try:
         with probe_node() as node:
             watch = Watch(node)
             wait_for(lambda: watch.has_status('inference'), 60, 'the inference node')
             wait_for(lambda: watch.has_status('recorder'), 30, 'the recorder')
-            procs.append(node_process('camera_node', 'camera', ros_env, logs['camera'],
-                                      source=str(camera_folder), rate_hz=5.0, loop=False))
+            procs.append(
+                node_process(
+                    'camera_node',
+                    'camera',
+                    ros_env,
+                    logs['camera'],
+                    source=str(camera_folder),
+                    rate_hz=5.0,
+                    loop=False,
+                )
+            )
             wait_for(lambda: len(watch.diagnoses) >= 6, 60, 'the first diagnoses')
             rejected = set_precision(node, 'int4')
             assert not rejected.successful and 'unknown precision' in rejected.reason
             assert set_precision(node, 'int8').successful
             switched_at = len(watch.diagnoses)
             wait_for(lambda: len(watch.diagnoses) >= 20, 60, 'all 20 diagnoses')
-            wait_for(lambda: watch.has_status('power_monitor', DiagnosticStatus.WARN,
-                                              'not measuring'), 10, 'power monitor status')
+            wait_for(
+                lambda: watch.has_status('power_monitor', DiagnosticStatus.WARN, 'not measuring'),
+                10,
+                'power monitor status',
+            )
             stop(*procs)
             diagnoses, alerts, images = list(watch.diagnoses), list(watch.alerts), watch.images
     finally:
@@ -103,20 +139,25 @@ def test_four_nodes_end_to_end(ros_env, tmp_path, ham_model, camera_folder):
     assert len(stamps) == 20 and set(stamps) <= set(images)  # the SOURCE images' stamps
     assert {d.header.frame_id for d in diagnoses} == {'wearable_camera'}
     assert {d.precision for d in diagnoses[:6]} == {'fp32'}
-    assert {d.precision for d in diagnoses[switched_at + 1:]} == {'int8'}
+    assert {d.precision for d in diagnoses[switched_at + 1 :]} == {'int8'}
     recorded = list(csv.DictReader(next(runs.glob('*/diagnoses.csv')).open()))
     assert sorted(int(r['stamp_ns']) for r in recorded) == sorted(stamps)
     window = AlertWindow(AlertRule(5, 3, 0.6, 0.4))
-    expected = [e for d in diagnoses if (e := window.update(
-        d.probability, d.entropy, stamp_to_ns(d.header.stamp)))]
+    expected = [
+        e
+        for d in diagnoses
+        if (e := window.update(d.probability, d.entropy, stamp_to_ns(d.header.stamp)))
+    ]
     assert [(a.level, stamp_to_ns(a.header.stamp)) for a in alerts] == [
-        (e.level, e.stamp_ns) for e in expected]
+        (e.level, e.stamp_ns) for e in expected
+    ]
     assert [a.level for a in alerts] == [Alert.SUSPICIOUS, Alert.CLEAR]
 
 
 def _image(stamp_s: int, **fields) -> Image:
-    return Image(header=Header(frame_id='cam', stamp=Header().stamp.__class__(sec=stamp_s)),
-                 **fields)
+    return Image(
+        header=Header(frame_id='cam', stamp=Header().stamp.__class__(sec=stamp_s)), **fields
+    )
 
 
 def nan_model(folder, ham_model):
@@ -125,13 +166,19 @@ def nan_model(folder, ham_model):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node('ReduceMean', ['image'], ['m'], axes=[1, 2, 3], keepdims=0),
-         helper.make_node('Unsqueeze', ['m', 'one'], ['u']),
-         helper.make_node('Mul', ['u', 'nan'], ['logits'])],
-        'nan', [helper.make_tensor_value_info('image', TensorProto.FLOAT, [None, 224, 224, 3])],
+        [
+            helper.make_node('ReduceMean', ['image'], ['m'], axes=[1, 2, 3], keepdims=0),
+            helper.make_node('Unsqueeze', ['m', 'one'], ['u']),
+            helper.make_node('Mul', ['u', 'nan'], ['logits']),
+        ],
+        'nan',
+        [helper.make_tensor_value_info('image', TensorProto.FLOAT, [None, 224, 224, 3])],
         [helper.make_tensor_value_info('logits', TensorProto.FLOAT, [None, 1])],
-        [helper.make_tensor('one', TensorProto.INT64, [1], [1]),
-         helper.make_tensor('nan', TensorProto.FLOAT, [], [float('nan')])])
+        [
+            helper.make_tensor('one', TensorProto.INT64, [1], [1]),
+            helper.make_tensor('nan', TensorProto.FLOAT, [], [float('nan')]),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
     model.ir_version = 8
     onnx.save(model, str(folder / 'model.fp32.onnx'))
@@ -143,30 +190,57 @@ def nan_model(folder, ham_model):
 def test_bad_input_gives_diagnostics_not_diagnoses(ros_env, tmp_path, ham_model, sample_frames):
     good = rgb_to_fields(sample_frames[0][0])
     procs = [
-        node_process('inference_node', 'inference', ros_env, tmp_path / 'ok.log',
-                     model_dir=str(ham_model), reliable=True, queue_size=10),
-        node_process('inference_node', 'nan_inference', ros_env, tmp_path / 'nan.log',
-                     model_dir=str(nan_model(tmp_path, ham_model)), reliable=True,
-                     queue_size=10),
+        node_process(
+            'inference_node',
+            'inference',
+            ros_env,
+            tmp_path / 'ok.log',
+            model_dir=str(ham_model),
+            reliable=True,
+            queue_size=10,
+        ),
+        node_process(
+            'inference_node',
+            'nan_inference',
+            ros_env,
+            tmp_path / 'nan.log',
+            model_dir=str(nan_model(tmp_path, ham_model)),
+            reliable=True,
+            queue_size=10,
+        ),
     ]
     try:
         with probe_node() as node:
             watch = Watch(node)
             pub = node.create_publisher(Image, 'image_raw', RELIABLE)
-            wait_for(lambda: watch.has_status('nan_inference') and watch.has_status(
-                'inference'), 60, 'both inference nodes')
-            bad = [_image(1, encoding='mono8', height=150, width=200, step=200,
-                          data=bytes(30000)),
-                   _image(2, **(good | {'data': good['data'][:-7]})),
-                   _image(3, **(good | {'data': b'', 'height': 0, 'width': 0}))]
+            wait_for(
+                lambda: watch.has_status('nan_inference') and watch.has_status('inference'),
+                60,
+                'both inference nodes',
+            )
+            bad = [
+                _image(1, encoding='mono8', height=150, width=200, step=200, data=bytes(30000)),
+                _image(2, **(good | {'data': good['data'][:-7]})),
+                _image(3, **(good | {'data': b'', 'height': 0, 'width': 0})),
+            ]
             for msg in bad + [_image(4, **good)]:
                 pub.publish(msg)
-            wait_for(lambda: watch.has_status('nan_inference', DiagnosticStatus.ERROR,
-                                              'NaN'), 30, 'the NaN error')
-            wait_for(lambda: sum(watch.has_status('inference', DiagnosticStatus.WARN,
-                                                  t) for t in ('not a colour', 'do not match',
-                                                               'empty image')) == 3,
-                     30, 'three WARN diagnostics')
+            wait_for(
+                lambda: watch.has_status('nan_inference', DiagnosticStatus.ERROR, 'NaN'),
+                30,
+                'the NaN error',
+            )
+            wait_for(
+                lambda: (
+                    sum(
+                        watch.has_status('inference', DiagnosticStatus.WARN, t)
+                        for t in ('not a colour', 'do not match', 'empty image')
+                    )
+                    == 3
+                ),
+                30,
+                'three WARN diagnostics',
+            )
             wait_for(lambda: len(watch.diagnoses) >= 1, 30, 'the good frame')
             import time
 
@@ -175,16 +249,20 @@ def test_bad_input_gives_diagnostics_not_diagnoses(ros_env, tmp_path, ham_model,
     finally:
         stop(*procs)
     assert [(d.header.stamp.sec, d.model_id.split('@')[0]) for d in diagnoses] == [
-        (4, 'mobilenetv2-a0.5')]
+        (4, 'mobilenetv2-a0.5')
+    ]
     assert all(p.returncode in (0, -2) for p in procs)  # no crash
     assert 'frame rejected' in (tmp_path / 'ok.log').read_text()
 
 
 @pytest.mark.ros
-@pytest.mark.parametrize(('params', 'message'), [
-    ({'model_dir': '/nonexistent/model'}, 'no model card'),
-    ({'backend': 'tensorrt'}, 'TensorRT is not installed'),
-])
+@pytest.mark.parametrize(
+    ('params', 'message'),
+    [
+        ({'model_dir': '/nonexistent/model'}, 'no model card'),
+        ({'backend': 'tensorrt'}, 'TensorRT is not installed'),
+    ],
+)
 def test_no_valid_model_no_node(ros_env, tmp_path, ham_model, params, message):
     params = {'model_dir': str(ham_model)} | params
     proc = node_process('inference_node', 'inference', ros_env, tmp_path / 'log', **params)
@@ -195,9 +273,15 @@ def test_no_valid_model_no_node(ros_env, tmp_path, ham_model, params, message):
 
 @pytest.mark.ros
 def test_tensorrt_falls_back_only_when_configured(ros_env, tmp_path, ham_model):
-    proc = node_process('inference_node', 'inference', ros_env, tmp_path / 'log',
-                        model_dir=str(ham_model), backend='tensorrt',
-                        fallback_backend='onnxruntime')
+    proc = node_process(
+        'inference_node',
+        'inference',
+        ros_env,
+        tmp_path / 'log',
+        model_dir=str(ham_model),
+        backend='tensorrt',
+        fallback_backend='onnxruntime',
+    )
     try:
         wait_for(lambda: 'active:' in (tmp_path / 'log').read_text(), 60, 'the fallback')
     finally:

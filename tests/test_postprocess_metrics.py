@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-
 from skin_screening.core.metrics import (
     binary_report,
     choose_threshold,

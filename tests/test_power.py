@@ -3,19 +3,22 @@
 import math
 
 import pytest
-
 from skin_screening.core.power import PowerSourceUnavailable, detect_source
 from skin_screening.core.power.ina3221 import Ina3221Source
 from skin_screening.core.power.rapl import RaplSource
 from skin_screening.core.power.tegrastats import parse_line
 
-ORIN = ('RAM 2448/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,1%@729,0%@729,'
-        '0%@729,off,off] EMC_FREQ 0% GR3D_FREQ 0% cpu@46.5C soc2@44.8C VDD_IN 5256mW/5256mW '
-        'VDD_CPU_GPU_CV 772mW/772mW VDD_SOC 1473mW/1473mW')
-NANO = ('RAM 1543/3964MB (lfb 127x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) '
-        'CPU [8%@102,6%@102,2%@102,0%@102] EMC_FREQ 0%@1600 GR3D_FREQ 0%@76 APE 25 '
-        'PLL@34C CPU@37C PMIC@100C GPU@35.5C AO@44C thermal@36C POM_5V_IN 3018/3018 '
-        'POM_5V_GPU 0/0 POM_5V_CPU 480/480')
+ORIN = (
+    'RAM 2448/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,1%@729,0%@729,'
+    '0%@729,off,off] EMC_FREQ 0% GR3D_FREQ 0% cpu@46.5C soc2@44.8C VDD_IN 5256mW/5256mW '
+    'VDD_CPU_GPU_CV 772mW/772mW VDD_SOC 1473mW/1473mW'
+)
+NANO = (
+    'RAM 1543/3964MB (lfb 127x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) '
+    'CPU [8%@102,6%@102,2%@102,0%@102] EMC_FREQ 0%@1600 GR3D_FREQ 0%@76 APE 25 '
+    'PLL@34C CPU@37C PMIC@100C GPU@35.5C AO@44C thermal@36C POM_5V_IN 3018/3018 '
+    'POM_5V_GPU 0/0 POM_5V_CPU 480/480'
+)
 
 
 def _write(path, text):
@@ -25,15 +28,19 @@ def _write(path, text):
 
 def test_orin_hwmon_rails(tmp_path):
     hw = tmp_path / 'bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3'
-    for i, (name, mv, ma) in enumerate([('VDD_IN', 5008, 1040), ('VDD_CPU_GPU_CV', 4992, 152),
-                                        ('VDD_SOC', 4992, 296)], start=1):
+    for i, (name, mv, ma) in enumerate(
+        [('VDD_IN', 5008, 1040), ('VDD_CPU_GPU_CV', 4992, 152), ('VDD_SOC', 4992, 296)], start=1
+    ):
         _write(hw / f'in{i}_label', name + '\n')
         _write(hw / f'in{i}_input', f'{mv}\n')
         _write(hw / f'curr{i}_input', f'{ma}\n')
     _write(hw / 'in7_label', 'sum of shunt voltages')  # no current file: not a rail
     reading = detect_source(tmp_path).read()
     assert reading.source == 'ina3221' and [r.name for r in reading.rails] == [
-        'VDD_IN', 'VDD_CPU_GPU_CV', 'VDD_SOC']
+        'VDD_IN',
+        'VDD_CPU_GPU_CV',
+        'VDD_SOC',
+    ]
     assert reading.rails[0].volts == pytest.approx(5.008)
     assert reading.total_watts == pytest.approx(5.008 * 1.040)  # the input rail, not the sum
 

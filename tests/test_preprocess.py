@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from skin_screening.core.preprocess import (
     FrameError,
     Preprocessing,

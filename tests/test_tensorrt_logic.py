@@ -4,11 +4,11 @@ import dataclasses
 import json
 
 import pytest
-from tests.fake_tensorrt import make_fake_tensorrt
-
 from skin_screening.core.engines import EngineError, open_engine
 from skin_screening.core.engines import tensorrt as trt_backend
 from skin_screening.core.precision import Precision
+
+from tests.fake_tensorrt import make_fake_tensorrt
 
 
 @pytest.mark.parametrize(
@@ -39,8 +39,11 @@ def test_build_sets_profile_flags_workspace_and_timing_cache(generation, tmp_pat
     )
     network, config = trt.built[-1]
     assert engine == b'FAKE-ENGINE'
-    assert config.profiles[0].shapes['image'] == ((1, 224, 224, 3), (4, 224, 224, 3),
-                                                  (8, 224, 224, 3))
+    assert config.profiles[0].shapes['image'] == (
+        (1, 224, 224, 3),
+        (4, 224, 224, 3),
+        (8, 224, 224, 3),
+    )
     assert config.flags == (['FP16'] if generation == '8.6' else [])
     assert config.pool['WORKSPACE'] == 1024 << 20
     assert timing.read_bytes() == b'timing:old'  # the timing cache is read and written back
@@ -65,9 +68,14 @@ def test_only_the_batch_may_be_dynamic():
 def test_cache_key_changes_with_every_input():
     base = trt_backend.CacheKey('a' * 64, 'fp16', '10.3.0', 'Orin', '8.7', (1, 1, 8))
     names = set()
-    for field, other in [('onnx_sha256', 'b' * 64), ('precision', 'int8'),
-                         ('tensorrt_version', '10.4.0'), ('gpu_name', 'RTX 4090'),
-                         ('compute_capability', '8.9'), ('profile', (1, 4, 8))]:
+    for field, other in [
+        ('onnx_sha256', 'b' * 64),
+        ('precision', 'int8'),
+        ('tensorrt_version', '10.4.0'),
+        ('gpu_name', 'RTX 4090'),
+        ('compute_capability', '8.9'),
+        ('profile', (1, 4, 8)),
+    ]:
         changed = dataclasses.replace(base, **{field: other})
         assert changed.digest() != base.digest(), field
         names.add(changed.file_name())

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.preprocess import load_rgb, prepare
+
 from tests.conftest import WEIGHTS_05
 from training.config import load_config
 from training.train import run_training
@@ -18,11 +18,21 @@ def small_run(ham, tmp_path_factory):
     if not WEIGHTS_05.is_file():
         pytest.skip(f'alpha 0.5 weights not found at {WEIGHTS_05}')
     out = tmp_path_factory.mktemp('training')
-    config = load_config(None, [
-        f'data.root={ham}', 'data.limit=300', 'split.folds=2', 'train.views=2',
-        'train.head_epochs=1', 'train.finetune_epochs=1', f'model.weights={WEIGHTS_05}',
-        f'out_dir={out}', f'cache_dir={out / "cache"}', 'export.check_images=16',
-    ])
+    config = load_config(
+        None,
+        [
+            f'data.root={ham}',
+            'data.limit=300',
+            'split.folds=2',
+            'train.views=2',
+            'train.head_epochs=1',
+            'train.finetune_epochs=1',
+            f'model.weights={WEIGHTS_05}',
+            f'out_dir={out}',
+            f'cache_dir={out / "cache"}',
+            'export.check_images=16',
+        ],
+    )
     return run_training(config)
 
 
@@ -67,8 +77,9 @@ def test_export_refuses_a_model_that_does_not_match_keras(tmp_path, ham):
     from training.model import TrainingError, build_model
 
     model = build_model(ModelConfig(weights=str(WEIGHTS_05)))
-    x = np.stack([prepare(load_rgb(p), card_spec()) for p in
-                  sorted((ham / 'images').glob('*.jpg'))[:4]])
+    x = np.stack(
+        [prepare(load_rgb(p), card_spec()) for p in sorted((ham / 'images').glob('*.jpg'))[:4]]
+    )
     path = tmp_path / 'model.fp32.onnx'
     assert export_verified(model.full, path, x, 224, 17, 1e-4) <= 1e-4
     with pytest.raises(TrainingError, match='artifact not written'):
@@ -80,3 +91,41 @@ def card_spec():
     from skin_screening.core.preprocess import Preprocessing
 
     return Preprocessing()
+
+
+@pytest.mark.slow
+def test_full_recipe_trains_from_augmented_images(ham, tmp_path):
+    """The GPU path (tf.data augmentation, tf.distribute) runs end to end on a CPU, tiny."""
+    if not WEIGHTS_05.is_file():
+        pytest.skip(f'alpha 0.5 weights not found at {WEIGHTS_05}')
+    config = load_config(
+        None,
+        [
+            f'data.root={ham}',
+            'data.limit=60',
+            'split.folds=2',
+            'train.recipe=full',
+            'train.finetune_epochs=1',
+            'train.batch_size=16',
+            'model.input_size=96',
+            f'model.weights={WEIGHTS_05}',
+            f'out_dir={tmp_path}',
+            'export.check_images=4',
+        ],
+    )
+    run = run_training(config)
+    card = ModelCard.load(run)
+    assert card.preprocessing.input_size == 96
+    assert card.metrics['cv_folds'][0]['best']['phase'] == 'full'
+    assert card.files['model.fp32.onnx']['max_abs_diff_vs_keras'] <= 1e-4
+
+
+def test_augmentation_keeps_the_frame_shape_and_range():
+    from training.full import augment
+
+    rng = np.random.default_rng(0)
+    frame = np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    views = [augment(frame, rng) for _ in range(16)]
+    assert {v.shape for v in views} <= {(150, 200, 3), (200, 150, 3)}
+    assert all(v.dtype == np.uint8 for v in views)
+    assert len({v.tobytes() for v in views}) == 16

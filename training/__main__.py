@@ -33,8 +33,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_variants, print_table
 
     rows = evaluate_variants(
-        args.model_dir, args.images, precisions=args.precision, backends=args.backend,
-        limit=args.limit, threads=args.threads, out=args.out,
+        args.model_dir,
+        args.images,
+        precisions=args.precision,
+        backends=args.backend,
+        limit=args.limit,
+        threads=args.threads,
+        out=args.out,
     )
     print_table(rows)
     return 0
@@ -53,19 +58,27 @@ def parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser('train', help='cross-validated training, ONNX export and model card')
     train.add_argument('--config', help='YAML file overriding the defaults (training/config.py)')
-    train.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                       help='override one key, e.g. --set train.views=4 (repeatable)')
+    train.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='override one key, e.g. --set train.views=4 (repeatable)',
+    )
     train.set_defaults(func=_train)
 
     precisions, backends = ['fp32', 'fp16', 'int8'], ['onnxruntime', 'tensorrt']
     variants = sub.add_parser('variants', help='FP16 and INT8 ONNX variants of a model folder')
     variants.add_argument('--model-dir', required=True)
-    variants.add_argument('--calibration-data', default=None,
-                          help='CSV of calibration images (default: the run\'s split.csv, '
-                               'training folds only)')
+    variants.add_argument(
+        '--calibration-data',
+        default=None,
+        help="CSV of calibration images (default: the run's split.csv, training folds only)",
+    )
     variants.add_argument('--calibration-images', type=int, default=500)
-    variants.add_argument('--calibration-method', default='entropy',
-                          choices=['minmax', 'entropy', 'percentile'])
+    variants.add_argument(
+        '--calibration-method', default='entropy', choices=['minmax', 'entropy', 'percentile']
+    )
     variants.add_argument('--precision', nargs='+', default=precisions, choices=precisions)
     variants.add_argument('--backend', nargs='+', default=['onnxruntime'], choices=backends)
     variants.set_defaults(func=_variants)
@@ -79,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--threads', type=int, default=None)
     evaluate.add_argument('--out', default=None, help='write the table as CSV/JSON here')
     evaluate.set_defaults(func=_evaluate)
-    rel = sub.add_parser('release', help='copy a run\'s model into data/models/<name>/')
+    rel = sub.add_parser('release', help="copy a run's model into data/models/<name>/")
     rel.add_argument('--run', required=True, help='training run folder')
     rel.add_argument('--to', required=True, help='model folder, e.g. data/models/mobilenetv2-a0.5')
     rel.add_argument('--replace', action='store_true', help='overwrite a different model')

@@ -26,6 +26,7 @@ class SplitConfig:
     folds: int = 5
     inner_val_fraction: float = 0.15  # groups held out of each training fold for early stopping
     holdout_fold: int = 0  # the release model is the model of this fold; its fold is the test set
+    only_folds: list[int] | None = None  # train just these folds (e.g. [0] for a release model)
 
 
 @dataclass
@@ -53,6 +54,10 @@ class TrainConfig:
     finetune_epochs: int = 20
     finetune_lr: float = 2e-4
     weight_decay: float = 1e-4
+    # Gaussian noise added to the cached cut activations while training, in units of each
+    # channel's standard deviation: makes the top robust to perturbed front features (camera
+    # noise, INT8 rounding in the frozen front). 0 disables it.
+    feature_noise: float = 0.0
     patience: int = 4
     class_weights: bool = True
     threshold_policy: str = 'max_f1'  # max_f1 | min_sensitivity

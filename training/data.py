@@ -35,8 +35,11 @@ class LabelledSet:
     def subset(self, index: np.ndarray) -> LabelledSet:
         index = np.asarray(index)
         return LabelledSet(
-            [self.paths[i] for i in index], [self.labels[i] for i in index],
-            self.y[index], self.groups[index], [self.ids[i] for i in index],
+            [self.paths[i] for i in index],
+            [self.labels[i] for i in index],
+            self.y[index],
+            self.groups[index],
+            [self.ids[i] for i in index],
         )
 
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from skin_screening.core.classifier import Classifier
 from skin_screening.core.engines import EngineError, variant_path
 from skin_screening.core.metrics import binary_report
@@ -37,8 +36,13 @@ def parameter_count(onnx_path: Path) -> int:
     from onnx import numpy_helper
 
     model = onnx.load(str(onnx_path))
-    return int(sum(numpy_helper.to_array(t).size for t in model.graph.initializer
-                   if t.data_type in (1, 10) and np.prod(t.dims) > 1))
+    return int(
+        sum(
+            numpy_helper.to_array(t).size
+            for t in model.graph.initializer
+            if t.data_type in (1, 10) and np.prod(t.dims) > 1
+        )
+    )
 
 
 def time_engine(clf: Classifier, batch: np.ndarray, size: int, repeats: int) -> list[float]:
@@ -51,9 +55,7 @@ def time_engine(clf: Classifier, batch: np.ndarray, size: int, repeats: int) -> 
 def evaluate_one(clf: Classifier, images: np.ndarray, y: np.ndarray, repeats: int) -> dict:
     from skin_screening.core.postprocess import score
 
-    logits = np.concatenate(
-        [clf.logits(images[s : s + 32])[0] for s in range(0, len(images), 32)]
-    )
+    logits = np.concatenate([clf.logits(images[s : s + 32])[0] for s in range(0, len(images), 32)])
     scores = score(logits, clf.rule)
     b1 = time_engine(clf, images[:1], 1, repeats)
     b8 = time_engine(clf, images[:8], 8, max(5, repeats // 4))
@@ -114,7 +116,8 @@ def evaluate_variants(
             row['delta_f1'] = row['f1'] - reference['f1']
             row['agreement'] = float(np.mean(row['_decision'] == reference['_decision']))
             row['max_abs_prob_diff'] = float(
-                np.max(np.abs(row['_probability'] - reference['_probability'])))
+                np.max(np.abs(row['_probability'] - reference['_probability']))
+            )
     public = [{k: v for k, v in r.items() if not k.startswith('_')} for r in rows]
     if out:
         out = Path(out)
@@ -128,12 +131,16 @@ def evaluate_variants(
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f'{"precision":<9} {"backend":<11} {"MB":>6} {"×FP32":>6} {"b1 ms":>7} {"p90":>6} '
-            f'{"b8 ms":>7} {"img/s":>7} {"F1":>6} {"ΔF1":>6} {"AUC":>6} {"agree":>6}')
+    head = (
+        f'{"precision":<9} {"backend":<11} {"MB":>6} {"×FP32":>6} {"b1 ms":>7} {"p90":>6} '
+        f'{"b8 ms":>7} {"img/s":>7} {"F1":>6} {"ΔF1":>6} {"AUC":>6} {"agree":>6}'
+    )
     print(head)
     for r in rows:
-        print(f'{r["precision"]:<9} {r["backend"]:<11} {r["size_mb"]:>6.2f} '
-              f'{r.get("size_ratio", float("nan")):>6.2f} {r["latency_b1_ms"]:>7.2f} '
-              f'{r["latency_b1_p90_ms"]:>6.2f} {r["latency_b8_ms"]:>7.2f} '
-              f'{r["throughput_ips"]:>7.0f} {r["f1"]:>6.3f} {r.get("delta_f1", 0):>+6.3f} '
-              f'{r["roc_auc"]:>6.3f} {r.get("agreement", float("nan")):>6.3f}')
+        print(
+            f'{r["precision"]:<9} {r["backend"]:<11} {r["size_mb"]:>6.2f} '
+            f'{r.get("size_ratio", float("nan")):>6.2f} {r["latency_b1_ms"]:>7.2f} '
+            f'{r["latency_b1_p90_ms"]:>6.2f} {r["latency_b8_ms"]:>7.2f} '
+            f'{r["throughput_ips"]:>7.0f} {r["f1"]:>6.3f} {r.get("delta_f1", 0):>+6.3f} '
+            f'{r["roc_auc"]:>6.3f} {r.get("agreement", float("nan")):>6.3f}'
+        )

@@ -28,7 +28,9 @@ def import_keras() -> Any:
 
 def _keras_file_name(config: ModelConfig) -> str:
     alpha = {0.35: '0.35', 0.5: '0.5', 0.75: '0.75', 1.0: '1.0', 1.3: '1.3', 1.4: '1.4'}
-    return KERAS_WEIGHTS.format(alpha=alpha.get(config.alpha, config.alpha), size=config.input_size)
+    return KERAS_WEIGHTS.format(
+        alpha=alpha.get(config.alpha, config.alpha), size=config.input_size
+    )
 
 
 def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
@@ -52,8 +54,10 @@ def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
     except Exception as exc:  # offline: URLError, socket timeouts, HTTP errors
         fallback = config.weights_fallback
         if fallback and Path(fallback).is_file() and Path(fallback).name == name:
-            print(f'note: ImageNet weights could not be downloaded ({type(exc).__name__}); '
-                  f'using the local copy {fallback}')
+            print(
+                f'note: ImageNet weights could not be downloaded ({type(exc).__name__}); '
+                f'using the local copy {fallback}'
+            )
             return fallback, f'ImageNet ({name}, local copy {fallback})'
         raise TrainingError(
             f'ImageNet weights {name} could not be downloaded ({exc}). Offline? Put the file '

@@ -44,6 +44,12 @@ def _auc(y: np.ndarray, logits: np.ndarray) -> float:
     return float(roc_auc_score(y, logits.mean(axis=1)))
 
 
+def channel_std(acts: np.ndarray, index: np.ndarray, sample: int = 2000) -> np.ndarray:
+    """Per-channel standard deviation of the cut activations (identity view, training images)."""
+    pick = index[:: max(1, len(index) // sample)]
+    return np.asarray(acts[0, pick], np.float32).reshape(-1, acts.shape[-1]).std(axis=0)
+
+
 def _phase(
     model: SplitModel, acts, y, fit, val, epochs, lr, cfg: TrainConfig, rng, history, name
 ) -> None:
@@ -69,6 +75,7 @@ def _phase(
         return loss
 
     weights = class_weights(y[fit], cfg.class_weights)
+    noise = cfg.feature_noise * channel_std(acts, fit) if cfg.feature_noise > 0 else None
     best_auc, best_weights, waited = history.best.get('val_auc', -1.0), top.get_weights(), 0
     views = acts.shape[0]
     for epoch in range(epochs):
@@ -77,10 +84,13 @@ def _phase(
         for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
             x = np.asarray(acts[rng.integers(0, views, len(b)), fit[b]], np.float32)
+            if noise is not None:
+                x += rng.standard_normal(x.shape, np.float32) * noise
             losses.append(float(step(x, y[fit[b]].astype(np.float32), weights[b])))
         auc = _auc(y[val], predict_logits(top, acts, val))
-        history.epochs.append({'phase': name, 'epoch': epoch, 'loss': float(np.mean(losses)),
-                               'val_auc': auc})
+        history.epochs.append(
+            {'phase': name, 'epoch': epoch, 'loss': float(np.mean(losses)), 'val_auc': auc}
+        )
         print(f'  {name} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f} val AUC {auc:.4f}')
         if auc > best_auc:
             best_auc, best_weights, waited = auc, top.get_weights(), 0
@@ -93,12 +103,28 @@ def _phase(
 
 
 def train_cached(
-    model: SplitModel, acts: np.ndarray, y: np.ndarray, fit: np.ndarray, val: np.ndarray,
-    cfg: TrainConfig, seed: int,
+    model: SplitModel,
+    acts: np.ndarray,
+    y: np.ndarray,
+    fit: np.ndarray,
+    val: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
 ) -> History:
     rng = np.random.default_rng(seed)
     history = History()
     _phase(model, acts, y, fit, val, cfg.head_epochs, cfg.head_lr, cfg, rng, history, 'head')
-    _phase(model, acts, y, fit, val, cfg.finetune_epochs, cfg.finetune_lr, cfg, rng, history,
-           'finetune')
+    _phase(
+        model,
+        acts,
+        y,
+        fit,
+        val,
+        cfg.finetune_epochs,
+        cfg.finetune_lr,
+        cfg,
+        rng,
+        history,
+        'finetune',
+    )
     return history

@@ -20,8 +20,10 @@ def release(run_dir: str | Path, dest: str | Path, replace: bool = False) -> Pat
     card = ModelCard.load(run_dir)
     if (dest / 'model_card.json').is_file():
         current = ModelCard.load(dest)
-        same = current.files.get('model.fp32.onnx', {}).get('sha256') == card.files[
-            'model.fp32.onnx']['sha256']
+        same = (
+            current.files.get('model.fp32.onnx', {}).get('sha256')
+            == card.files['model.fp32.onnx']['sha256']
+        )
         if same:
             current.metrics, current.training = card.metrics, card.training
             current.save(dest)

@@ -47,7 +47,9 @@ def calibrate_and_score(cfg, y_val, val_logits, y_test, test_logits) -> dict:
     temperature = fit_temperature(y_val, val_logits)
     p_val = sigmoid(val_logits / temperature).mean(axis=1)
     p_test = sigmoid(test_logits / temperature).mean(axis=1)
-    threshold = choose_threshold(y_val, p_val, cfg.train.threshold_policy, cfg.train.min_sensitivity)
+    threshold = choose_threshold(
+        y_val, p_val, cfg.train.threshold_policy, cfg.train.min_sensitivity
+    )
     sens_thr = choose_threshold(y_val, p_val, 'min_sensitivity', cfg.train.min_sensitivity)
     oracle = choose_threshold(y_test, p_test, 'max_f1')
     return {
@@ -66,26 +68,43 @@ def run_training(cfg: RunConfig) -> Path:
     cfg.save(run_dir / 'config.yaml')
     data = load_dataset(cfg.data)
     spec = Preprocessing(cfg.model.input_size, cfg.model.resize)
-    model = build_model(cfg.model)
-    acts, data = cached_activations(
-        data, model.front, spec, cfg.train.views, Path(cfg.cache_dir), cfg.data.bad_images
-    )
-    acts = np.asarray(acts)  # into memory: random views per sample each step
+    if cfg.train.recipe == 'cached':
+        model = build_model(cfg.model)
+        acts, data = cached_activations(
+            data, model.front, spec, cfg.train.views, Path(cfg.cache_dir), cfg.data.bad_images
+        )
+        acts = np.asarray(acts)  # into memory: random views per sample each step
+        initial = model.top.get_weights()
+    elif cfg.train.recipe == 'full':
+        from .data import read_images
+
+        _, data, _ = read_images(data, cfg.data.bad_images)  # report/skip unreadable images
+        model = acts = None
+    else:
+        raise TrainingError(f'unknown recipe {cfg.train.recipe!r} (cached, full)')
     fold = grouped_folds(data, cfg.split, cfg.seed)
     write_split(run_dir / 'split.csv', data, fold)
-    initial = model.top.get_weights()
     folds, release = [], None
     for k in range(cfg.split.folds):
+        if cfg.split.only_folds is not None and k not in cfg.split.only_folds:
+            continue
         print(f'fold {k + 1}/{cfg.split.folds}')
         test = np.nonzero(fold == k)[0]
-        fit, val = inner_split(data, np.nonzero(fold != k)[0], cfg.split.inner_val_fraction,
-                               cfg.seed + k)
-        model.top.set_weights(initial)
-        history = train_cached(model, acts, data.y, fit, val, cfg.train, cfg.seed + k)
-        result = calibrate_and_score(
-            cfg, data.y[val], predict_logits(model.top, acts, val),
-            data.y[test], predict_logits(model.top, acts, test),
+        fit, val = inner_split(
+            data, np.nonzero(fold != k)[0], cfg.split.inner_val_fraction, cfg.seed + k
         )
+        if acts is not None:
+            model.top.set_weights(initial)
+            history = train_cached(model, acts, data.y, fit, val, cfg.train, cfg.seed + k)
+            val_logits = predict_logits(model.top, acts, val)
+            test_logits = predict_logits(model.top, acts, test)
+        else:
+            from .full import predict_images, train_full
+
+            model, history = train_full(cfg, data, fit, val, cfg.seed + k)
+            val_logits = predict_images(model, data, val, cfg)
+            test_logits = predict_images(model, data, test, cfg)
+        result = calibrate_and_score(cfg, data.y[val], val_logits, data.y[test], test_logits)
         result |= {'fold': k, 'n_fit': len(fit), 'n_val': len(val), 'best': history.best}
         folds.append(result)
         if k == cfg.split.holdout_fold:
@@ -97,7 +116,8 @@ def run_training(cfg: RunConfig) -> Path:
         for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold')
     }
     card = ModelCard.load(run_dir)
-    card.metrics = {'cv_folds': folds, 'cv_summary': summary, 'holdout': folds[cfg.split.holdout_fold]}
+    holdout = next(f for f in folds if f['fold'] == cfg.split.holdout_fold)
+    card.metrics = {'cv_folds': folds, 'cv_summary': summary, 'holdout': holdout}
     card.training['wall_time_s'] = round(time.time() - start, 1)
     card.save(run_dir)
     (run_dir / 'metrics.json').write_text(json.dumps(card.metrics, indent=2))
@@ -111,9 +131,17 @@ def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
 
     check = [prepare(load_rgb(data.paths[i]), spec) for i in test[: cfg.export.check_images]]
     onnx_path = run_dir / 'model.fp32.onnx'
-    diff = export_verified(model.full, onnx_path, np.stack(check), spec.input_size,
-                           cfg.export.opset, cfg.export.tolerance)
-    write_split(run_dir / 'heldout.csv', data.subset(test), np.full(len(test), cfg.split.holdout_fold))
+    diff = export_verified(
+        model.full,
+        onnx_path,
+        np.stack(check),
+        spec.input_size,
+        cfg.export.opset,
+        cfg.export.tolerance,
+    )
+    write_split(
+        run_dir / 'heldout.csv', data.subset(test), np.full(len(test), cfg.split.holdout_fold)
+    )
     card = ModelCard(
         name=cfg.name,
         architecture=f'{cfg.model.architecture} alpha={cfg.model.alpha}',
@@ -121,14 +149,23 @@ def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
         decision=DecisionRule(temperature=result['temperature'], threshold=result['threshold']),
         heads=cfg.model.heads,
         data={
-            'format': cfg.data.format, 'root': cfg.data.root, 'mapping': cfg.data.mapping,
-            'images': len(data), 'positives': int(data.y.sum()),
-            'groups': int(len(np.unique(data.groups))), 'split_file': 'split.csv',
-            'heldout_file': 'heldout.csv', 'heldout_fold': cfg.split.holdout_fold,
+            'format': cfg.data.format,
+            'root': cfg.data.root,
+            'mapping': cfg.data.mapping,
+            'images': len(data),
+            'positives': int(data.y.sum()),
+            'groups': int(len(np.unique(data.groups))),
+            'split_file': 'split.csv',
+            'heldout_file': 'heldout.csv',
+            'heldout_fold': cfg.split.holdout_fold,
             'heldout_images': len(test),
         },
-        training={'config': cfg.to_dict(), 'seed': cfg.seed, 'weights': model.weights_source,
-                  'parameters': int(model.full.count_params())},
+        training={
+            'config': cfg.to_dict(),
+            'seed': cfg.seed,
+            'weights': model.weights_source,
+            'parameters': int(model.full.count_params()),
+        },
         metrics={},
     )
     card.add_file(onnx_path, precision='fp32', max_abs_diff_vs_keras=diff)

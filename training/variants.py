@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.precision import (
     Backend,
@@ -31,6 +30,7 @@ from skin_screening.core.precision import (
 from skin_screening.core.preprocess import Preprocessing, load_rgb, prepare
 
 from .data import DataError
+from .graph import compact_names, drop_zero_weight_zero_points, fold_conv_affine
 
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
 # onnxruntime's entropy calibrator defaults to 128 histogram bins AND 128 quantized bins, which
@@ -92,16 +92,29 @@ class ImageBatches:
         return len(self.paths)
 
 
+def folded_copy(fp32: Path, out: Path) -> Path:
+    """The FP32 model with stray BatchNorm affines folded into their convs (exact rewrite)."""
+    import onnx
+
+    model = onnx.load(str(fp32))
+    fold_conv_affine(model)
+    onnx.save(model, str(out))
+    return out
+
+
 def make_fp16(fp32: Path, out: Path) -> Path:
     import onnx
     from onnxconverter_common import float16
 
     model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+    compact_names(model)
     onnx.save(model, str(out))
     return out
 
 
-def _calibrated_ranges(model: Path, reader: ImageBatches, method: str, symmetric: bool, cache: Path):
+def _calibrated_ranges(
+    model: Path, reader: ImageBatches, method: str, symmetric: bool, cache: Path
+):
     """Compute activation ranges ourselves (real entropy bins) into an onnxruntime cache file."""
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
@@ -114,12 +127,17 @@ def _calibrated_ranges(model: Path, reader: ImageBatches, method: str, symmetric
         options |= {'num_bins': ENTROPY_BINS, 'num_quantized_bins': ENTROPY_QUANTIZED_BINS}
     if method == 'percentile':
         options |= {'percentile': PERCENTILE, 'num_bins': ENTROPY_BINS}
-    calib_method = {'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
-                    'percentile': CalibrationMethod.Percentile}[method]
+    calib_method = {
+        'minmax': CalibrationMethod.MinMax,
+        'entropy': CalibrationMethod.Entropy,
+        'percentile': CalibrationMethod.Percentile,
+    }[method]
     with tempfile.TemporaryDirectory() as tmp:
         calibrator = create_calibrator(
-            model, augmented_model_path=str(Path(tmp) / 'augmented.onnx'),
-            calibrate_method=calib_method, extra_options=options,
+            model,
+            augmented_model_path=str(Path(tmp) / 'augmented.onnx'),
+            calibrate_method=calib_method,
+            extra_options=options,
         )
         reader.rewind()
         calibrator.collect_data(reader)
@@ -139,11 +157,15 @@ def make_int8(fp32: Path, out: Path, flavour: str, reader: ImageBatches, method:
     symmetric = flavour == 's8'
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / 'pre.onnx'
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(
+            str(folded_copy(fp32, Path(tmp) / 'folded.onnx')), str(pre), skip_symbolic_shape=True
+        )
         cache = Path(tmp) / 'ranges.json'
         calib_method = _calibrated_ranges(pre, reader, method, symmetric, cache)
         quantize_static(
-            str(pre), str(out), reader,
+            str(pre),
+            str(out),
+            reader,
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -152,6 +174,12 @@ def make_int8(fp32: Path, out: Path, flavour: str, reader: ImageBatches, method:
             calibration_cache_path=str(cache),
             extra_options={'ActivationSymmetric': symmetric, 'WeightSymmetric': True},
         )
+    import onnx
+
+    model = onnx.load(str(out))
+    drop_zero_weight_zero_points(model)
+    compact_names(model)
+    onnx.save(model, str(out))
     return out
 
 
@@ -169,17 +197,28 @@ def build_variants(
     flavours = sorted({int8_flavour(parse_backend(b)) for b in config.backends})
     written = [fp32]
     if Precision.FP16 in precisions:
-        written.append(make_fp16(fp32, model_dir / variant_name(Precision.FP16, Backend.ONNXRUNTIME)))
+        with tempfile.TemporaryDirectory() as tmp:
+            folded = folded_copy(fp32, Path(tmp) / 'folded.onnx')
+            written.append(
+                make_fp16(folded, model_dir / variant_name(Precision.FP16, Backend.ONNXRUNTIME))
+            )
         card.add_file(written[-1], precision='fp16', **source)
     if Precision.INT8 in precisions:
-        paths = calibration_paths(model_dir, calibration_csv, config.calibration_images, config.seed)
+        paths = calibration_paths(
+            model_dir, calibration_csv, config.calibration_images, config.seed
+        )
         reader = ImageBatches(paths, card.preprocessing, card.input_name, config.batch)
         for flavour in flavours:
             backend = Backend.TENSORRT if flavour == 's8' else Backend.ONNXRUNTIME
             out = model_dir / variant_name(Precision.INT8, backend)
             written.append(make_int8(fp32, out, flavour, reader, config.calibration_method))
-            card.add_file(out, precision='int8', flavour=flavour,
-                          calibration_method=config.calibration_method,
-                          calibration_images=len(reader), **source)
+            card.add_file(
+                out,
+                precision='int8',
+                flavour=flavour,
+                calibration_method=config.calibration_method,
+                calibration_images=len(reader),
+                **source,
+            )
     card.save(model_dir)
     return written

@@ -16,10 +16,14 @@ REPO = Path(__file__).resolve().parents[3]
 def shipped_models():
     """data/models/<name>/* -> share/skin_screening/data/models/<name>/ (the launch default)."""
     return [
-        (f'share/{package_name}/data/models/{folder.name}',
-         [str(f) for f in sorted(folder.iterdir()) if f.is_file()])
-        for folder in sorted((REPO / 'data' / 'models').glob('*')) if folder.is_dir()
+        (
+            f'share/{package_name}/data/models/{folder.name}',
+            [str(f) for f in sorted(folder.iterdir()) if f.is_file()],
+        )
+        for folder in sorted((REPO / 'data' / 'models').glob('*'))
+        if folder.is_dir()
     ]
+
 
 setup(
     name=package_name,
@@ -39,8 +43,6 @@ setup(
     description='Wearable skin-lesion screening nodes over a ROS-free core.',
     license='Apache-2.0',
     entry_points={
-        'console_scripts': [
-            f'{node}_node = {package_name}.nodes.{node}:main' for node in NODES
-        ],
+        'console_scripts': [f'{node}_node = {package_name}.nodes.{node}:main' for node in NODES],
     },
 )

@@ -68,13 +68,15 @@ def wheel_ros_prefix() -> Path | None:
 
 
 def fix_baked_include_paths(prefix: Path) -> int:
-    """Rewrite the wheels' build-machine include paths to this interpreter's; returns files changed."""
+    """Point the wheels' build-machine include paths at this interpreter's; returns files changed."""
     py_include = sysconfig.get_paths()['include']
     import numpy
 
     np_include = numpy.get_include()
     changed = 0
-    for name in glob.glob(str(prefix / 'share' / '*' / 'cmake' / '*rosidl_generator_py*Export*.cmake')):
+    for name in glob.glob(
+        str(prefix / 'share' / '*' / 'cmake' / '*rosidl_generator_py*Export*.cmake')
+    ):
         path = Path(name)
         text = path.read_text()
         new = _BAKED_PY_INCLUDE.sub(py_include, _BAKED_NUMPY_INCLUDE.sub(np_include, text))
@@ -128,7 +130,11 @@ def build_messages(prefix: Path, verbose: bool = False) -> None:
     env_prefix = str(prefix)
     _run(
         [
-            'cmake', '-S', str(src), '-B', str(build),
+            'cmake',
+            '-S',
+            str(src),
+            '-B',
+            str(build),
             f'-DCMAKE_INSTALL_PREFIX={env_prefix}',
             f'-DCMAKE_PREFIX_PATH={env_prefix}',
             f'-DPython3_EXECUTABLE={sys.executable}',

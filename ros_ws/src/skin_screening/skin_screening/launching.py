@@ -102,6 +102,7 @@ def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[N
             if name != PACKAGE:
                 raise LaunchError(f'{path.name}: cannot find package {name}')
             return str(package_share())
+
         return _SUBST.sub(one, text)
 
     nodes = []
@@ -115,8 +116,9 @@ def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[N
             else:
                 raise LaunchError(f'{path.name}: argument {name!r} is required')
         elif element.tag == 'node':
-            spec = NodeSpec(element.get('pkg'), element.get('exec'),
-                            element.get('name') or element.get('exec'))
+            spec = NodeSpec(
+                element.get('pkg'), element.get('exec'), element.get('name') or element.get('exec')
+            )
             for child in element:
                 if child.tag == 'param' and child.get('from'):
                     spec.param_files.append(Path(sub(child.get('from'))))
@@ -140,6 +142,7 @@ def start(nodes: list[NodeSpec], env: dict[str, str] | None = None, log_dir: Pat
     procs = {}
     for spec in nodes:
         out = open(log_dir / f'{spec.name}.log', 'w') if log_dir else subprocess.DEVNULL
-        procs[spec.name] = subprocess.Popen(spec.argv(), env=env, stdout=out,
-                                            stderr=subprocess.STDOUT)
+        procs[spec.name] = subprocess.Popen(
+            spec.argv(), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     return procs

@@ -38,10 +38,18 @@ def replay(
 ) -> Path:
     """Replay `bag` through the replay launch file; returns the recorder's run directory."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    nodes = parse_launch(package_share() / 'launch' / 'replay.launch.xml', {
-        'bag': str(bag), 'model_dir': str(model_dir), 'precision': precision,
-        'backend': backend, 'rate': str(rate), 'output_dir': str(output_dir),
-        'run_name': f'replay-{precision}-{backend}'})
+    nodes = parse_launch(
+        package_share() / 'launch' / 'replay.launch.xml',
+        {
+            'bag': str(bag),
+            'model_dir': str(model_dir),
+            'precision': precision,
+            'backend': backend,
+            'rate': str(rate),
+            'output_dir': str(output_dir),
+            'run_name': f'replay-{precision}-{backend}',
+        },
+    )
     for spec in nodes:
         if spec.name == 'bag_player':
             spec.params['progress'] = False
@@ -54,8 +62,10 @@ def replay(
         while player.poll() is None:
             dead = [n for n, p in procs.items() if n != 'bag_player' and p.poll() is not None]
             if dead:
-                raise ReplayError(f'node {dead[0]} exited early (code '
-                                  f'{procs[dead[0]].returncode}); see {logs / dead[0]}.log')
+                raise ReplayError(
+                    f'node {dead[0]} exited early (code '
+                    f'{procs[dead[0]].returncode}); see {logs / dead[0]}.log'
+                )
             if time.monotonic() > deadline:
                 raise ReplayError(f'replay did not finish within {timeout_s:.0f} s')
             time.sleep(0.2)
@@ -112,8 +122,9 @@ def score_run(run_dir: Path, bag: Path) -> dict:
         writer.writerow(['stamp_ns', 'y', 'probability', 'decision', 'latency_ms', 'image_id'])
         for stamp in sorted(s for s in truth if s in by_stamp):
             t, r = truth[stamp], by_stamp[stamp]
-            writer.writerow([stamp, t['y'], r['probability'], r['decision'], r['latency_ms'],
-                             t['image_id']])
+            writer.writerow(
+                [stamp, t['y'], r['probability'], r['decision'], r['latency_ms'], t['image_id']]
+            )
     received = np.array([int(r['received_ns']) for r in rows])
     span = (received.max() - received.min()) / 1e9 if len(received) > 1 else float('nan')
     return {
@@ -124,8 +135,10 @@ def score_run(run_dir: Path, bag: Path) -> dict:
         'answered': len(matched),
         'unanswered': len(truth) - len(matched),
         'referral_rate': float(np.mean([int(r['decision']) == REFER for _, r in matched])),
-        **{k: report[k] for k in ('accuracy', 'f1', 'recall', 'specificity', 'roc_auc',
-                                  'threshold')},
+        **{
+            k: report[k]
+            for k in ('accuracy', 'f1', 'recall', 'specificity', 'roc_auc', 'threshold')
+        },
         'ppv': report['precision'],
         'latency_median_ms': float(np.median(latency)),
         'latency_p90_ms': float(np.percentile(latency, 90)),

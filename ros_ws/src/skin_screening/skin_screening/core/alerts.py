@@ -41,8 +41,10 @@ class AlertEvent:
 
     @property
     def text(self) -> str:
-        return (f'{LEVEL_NAMES[self.level]}: p={self.probability:.2f}, '
-                f'entropy={self.uncertainty:.2f} over {self.frames} frames')
+        return (
+            f'{LEVEL_NAMES[self.level]}: p={self.probability:.2f}, '
+            f'entropy={self.uncertainty:.2f} over {self.frames} frames'
+        )
 
 
 class AlertWindow:

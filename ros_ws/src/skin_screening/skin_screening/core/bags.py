@@ -76,24 +76,36 @@ def write_bag(
     try:
         with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
             image_conn = writer.add_connection('/image_raw', IMAGE, typestore=store)
-            jpeg_conn = (writer.add_connection('/image_raw/compressed', COMPRESSED, typestore=store)
-                         if compressed else None)
+            jpeg_conn = (
+                writer.add_connection('/image_raw/compressed', COMPRESSED, typestore=store)
+                if compressed
+                else None
+            )
             truth_conn = writer.add_connection('/ground_truth', GROUND_TRUTH, typestore=store)
             for i, frame in enumerate(frames):
                 t = start_ns + round(i * 1e9 / rate_hz)
                 header = T['std_msgs/msg/Header'](
                     stamp=T['builtin_interfaces/msg/Time'](sec=t // 10**9, nanosec=t % 10**9),
-                    frame_id=frame_id)
+                    frame_id=frame_id,
+                )
                 fields = rgb_to_fields(frame.rgb)
                 fields['data'] = np.frombuffer(fields['data'], np.uint8)
                 image = T[IMAGE](header=header, **fields)
                 writer.write(image_conn, t, store.serialize_cdr(image, IMAGE))
                 if jpeg_conn is not None:
-                    jpeg = T[COMPRESSED](header=header, format='jpeg',
-                                         data=np.frombuffer(rgb_to_jpeg(frame.rgb), np.uint8))
+                    jpeg = T[COMPRESSED](
+                        header=header,
+                        format='jpeg',
+                        data=np.frombuffer(rgb_to_jpeg(frame.rgb), np.uint8),
+                    )
                     writer.write(jpeg_conn, t, store.serialize_cdr(jpeg, COMPRESSED))
-                truth = T[GROUND_TRUTH](header=header, y=int(frame.y), label=frame.label,
-                                        image_id=frame.image_id, group_id=frame.group_id)
+                truth = T[GROUND_TRUTH](
+                    header=header,
+                    y=int(frame.y),
+                    label=frame.label,
+                    image_id=frame.image_id,
+                    group_id=frame.group_id,
+                )
                 writer.write(truth_conn, t, store.serialize_cdr(truth, GROUND_TRUTH))
                 count += 1
     except WriterError as exc:
@@ -131,13 +143,17 @@ def image_topic(reader, prefer_compressed: bool = False) -> Any:
     return images[0]
 
 
-def read_frames(path: str | Path, topic: str | None = None,
-                compressed: bool = False) -> Iterator[BagFrame]:
+def read_frames(
+    path: str | Path, topic: str | None = None, compressed: bool = False
+) -> Iterator[BagFrame]:
     """Frames of the bag's image topic in time order; BagError if the bag is cut short."""
     reader = _open(Path(path))
     try:
-        conns = [c for c in reader.connections if c.topic == topic] if topic else [
-            image_topic(reader, compressed)]
+        conns = (
+            [c for c in reader.connections if c.topic == topic]
+            if topic
+            else [image_topic(reader, compressed)]
+        )
         if not conns:
             raise BagError(f'bag {path} has no topic {topic}')
         n = 0
@@ -158,8 +174,11 @@ def read_frames(path: str | Path, topic: str | None = None,
 def count_frames(path: str | Path, topic: str | None = None) -> int:
     reader = _open(Path(path))
     try:
-        conn = ([c for c in reader.connections if c.topic == topic] or [None])[0] if topic \
+        conn = (
+            ([c for c in reader.connections if c.topic == topic] or [None])[0]
+            if topic
             else image_topic(reader)
+        )
         return int(conn.msgcount) if conn is not None else 0
     finally:
         reader.close()
@@ -177,11 +196,17 @@ def ground_truth(path: str | Path) -> dict[int, dict]:
             for conn, _, raw in reader.messages(connections=conns):
                 m = reader.deserialize(raw, conn.msgtype)
                 stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-                truth[stamp] = {'y': int(m.y), 'label': m.label, 'image_id': m.image_id,
-                                'group_id': m.group_id}
+                truth[stamp] = {
+                    'y': int(m.y),
+                    'label': m.label,
+                    'image_id': m.image_id,
+                    'group_id': m.group_id,
+                }
         except Exception as exc:
-            raise BagError(f'bag {path} is truncated or corrupt after {len(truth)} '
-                           f'ground-truth messages: {exc}') from exc
+            raise BagError(
+                f'bag {path} is truncated or corrupt after {len(truth)} '
+                f'ground-truth messages: {exc}'
+            ) from exc
         return truth
     finally:
         reader.close()

@@ -32,7 +32,12 @@ def message_to_rgb(msg: Any) -> np.ndarray:
     """Image/CompressedImage -> RGB uint8 HxWx3; FrameError with the reason otherwise."""
     if hasattr(msg, 'format'):
         return check_frame(_decode_compressed(msg))
-    from rosbags.image.image import ImageConversionError, ImageFormatError, convert_color, to_cvtype
+    from rosbags.image.image import (
+        ImageConversionError,
+        ImageFormatError,
+        convert_color,
+        to_cvtype,
+    )
 
     encoding = msg.encoding
     if not encoding or encoding.startswith(GREY_PREFIXES):
@@ -72,8 +77,14 @@ def rgb_to_fields(rgb: np.ndarray) -> dict[str, Any]:
     """Fields of an rgb8 sensor_msgs/Image holding `rgb`."""
     rgb = np.ascontiguousarray(check_frame(rgb))
     height, width = rgb.shape[:2]
-    return {'height': height, 'width': width, 'encoding': 'rgb8', 'is_bigendian': 0,
-            'step': width * 3, 'data': rgb.tobytes()}
+    return {
+        'height': height,
+        'width': width,
+        'encoding': 'rgb8',
+        'is_bigendian': 0,
+        'step': width * 3,
+        'data': rgb.tobytes(),
+    }
 
 
 def rgb_to_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:

@@ -68,7 +68,9 @@ def choose_threshold(
     precision, recall, thresholds = precision_recall_curve(y, prob)
     precision, recall = precision[:-1], recall[:-1]
     if policy == 'max_f1':
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-12), 0)
+        f1 = np.where(
+            precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-12), 0
+        )
         return float(thresholds[int(np.argmax(f1))])
     ok = np.nonzero(recall >= min_sensitivity)[0]
     return float(thresholds[ok[-1]]) if len(ok) else float(thresholds[0])

@@ -46,9 +46,7 @@ class ModelCard:
         return f'{self.name}@{digest[:8]}' if digest else self.name
 
     def add_file(self, path: Path, **info: Any) -> None:
-        self.files[path.name] = {
-            'sha256': sha256_file(path), 'bytes': path.stat().st_size, **info
-        }
+        self.files[path.name] = {'sha256': sha256_file(path), 'bytes': path.stat().st_size, **info}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -23,7 +23,7 @@ class NonFiniteOutput(ValueError):
 
 @dataclass(frozen=True)
 class DecisionRule:
-    """Calibration and decision parameters, chosen on validation data and kept in the model card."""
+    """Calibration and decision parameters chosen on validation data, kept in the model card."""
 
     temperature: float = 1.0
     threshold: float = 0.5

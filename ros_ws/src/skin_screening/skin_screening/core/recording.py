@@ -19,15 +19,41 @@ from pathlib import Path
 import numpy as np
 
 DIAGNOSIS_FIELDS = (
-    'stamp_ns', 'frame_id', 'received_ns', 'decision', 'label', 'probability', 'threshold',
-    'entropy', 'epistemic', 'referral_threshold', 'precision', 'backend', 'model_id',
-    'inference_ms', 'latency_ms',
+    'stamp_ns',
+    'frame_id',
+    'received_ns',
+    'decision',
+    'label',
+    'probability',
+    'threshold',
+    'entropy',
+    'epistemic',
+    'referral_threshold',
+    'precision',
+    'backend',
+    'model_id',
+    'inference_ms',
+    'latency_ms',
 )
-ALERT_FIELDS = ('stamp_ns', 'frame_id', 'received_ns', 'level', 'probability', 'uncertainty',
-                'frames', 'text')
+ALERT_FIELDS = (
+    'stamp_ns',
+    'frame_id',
+    'received_ns',
+    'level',
+    'probability',
+    'uncertainty',
+    'frames',
+    'text',
+)
 POWER_FIELDS = ('stamp_ns', 'received_ns', 'source', 'total_watts', 'rails')
-ENERGY_FIELDS = ('start_ns', 'end_ns', 'joules', 'mean_watts', 'inferences',
-                 'joules_per_inference')
+ENERGY_FIELDS = (
+    'start_ns',
+    'end_ns',
+    'joules',
+    'mean_watts',
+    'inferences',
+    'joules_per_inference',
+)
 
 
 class RecordingError(RuntimeError):
@@ -42,8 +68,9 @@ def new_run_dir(root: str | Path, name: str = 'session') -> Path:
 
 
 class CsvLog:
-    def __init__(self, path: Path, fields: tuple[str, ...], flush_every: int = 20,
-                 min_free_mb: float = 50.0):
+    def __init__(
+        self, path: Path, fields: tuple[str, ...], flush_every: int = 20, min_free_mb: float = 50.0
+    ):
         self.path, self.fields = path, fields
         self.flush_every, self.min_free_mb = flush_every, min_free_mb
         self._file = path.open('w', newline='')
@@ -56,7 +83,10 @@ class CsvLog:
         if self._file is None:
             raise RecordingError(f'{self.path} is closed')
         try:
-            if self._pending == 0 and shutil.disk_usage(self.path.parent).free < self.min_free_mb * 1e6:
+            if (
+                self._pending == 0
+                and shutil.disk_usage(self.path.parent).free < self.min_free_mb * 1e6
+            ):
                 raise OSError(errno.ENOSPC, f'less than {self.min_free_mb} MB free')
             self._writer.writerow(row)
             self.rows += 1
@@ -101,8 +131,13 @@ def integrate_energy(times_ns: np.ndarray, watts: np.ndarray, start_ns: int, end
 class SessionRecorder:
     """Everything the recorder node writes; ROS-free so it is tested on its own."""
 
-    def __init__(self, run_dir: Path, energy_window_s: float = 10.0, flush_every: int = 20,
-                 min_free_mb: float = 50.0):
+    def __init__(
+        self,
+        run_dir: Path,
+        energy_window_s: float = 10.0,
+        flush_every: int = 20,
+        min_free_mb: float = 50.0,
+    ):
         self.run_dir = run_dir
         kw = {'flush_every': flush_every, 'min_free_mb': min_free_mb}
         self.logs = {
@@ -128,9 +163,15 @@ class SessionRecorder:
 
     def power(self, received_ns: int, stamp_ns: int, source: str, watts: float, rails) -> None:
         self.power_source = source
-        self.logs['power'].append({'stamp_ns': stamp_ns, 'received_ns': received_ns,
-                                   'source': source, 'total_watts': watts,
-                                   'rails': json.dumps(rails)})
+        self.logs['power'].append(
+            {
+                'stamp_ns': stamp_ns,
+                'received_ns': received_ns,
+                'source': source,
+                'total_watts': watts,
+                'rails': json.dumps(rails),
+            }
+        )
         self._power_t.append(received_ns)
         self._power_w.append(watts)
         self._maybe_close_window(received_ns)
@@ -147,10 +188,16 @@ class SessionRecorder:
         n = sum(1 for t in self._inferences if start <= t < end or (final and t == end))
         if self._power_t and n:
             joules = integrate_energy(np.array(self._power_t), np.array(self._power_w), start, end)
-            self.logs['energy'].append({
-                'start_ns': start, 'end_ns': end, 'joules': joules,
-                'mean_watts': joules / ((end - start) / 1e9), 'inferences': n,
-                'joules_per_inference': joules / n})
+            self.logs['energy'].append(
+                {
+                    'start_ns': start,
+                    'end_ns': end,
+                    'joules': joules,
+                    'mean_watts': joules / ((end - start) / 1e9),
+                    'inferences': n,
+                    'joules_per_inference': joules / n,
+                }
+            )
         self._inferences = [t for t in self._inferences if t >= end]
         keep = [i for i, t in enumerate(self._power_t) if t >= end] or []
         if self._power_t:  # keep the last sample before the new window for interpolation

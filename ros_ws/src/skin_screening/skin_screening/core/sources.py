@@ -24,7 +24,9 @@ class FolderSource:
     """Images of a folder in name order, looping when `loop`."""
 
     def __init__(self, folder: Path, loop: bool = True):
-        self.paths = sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.paths = sorted(
+            p for p in Path(folder).rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if not self.paths:
             raise SourceError(f'no images in {folder}')
         self.loop, self._next = loop, 0

@@ -29,17 +29,46 @@ class BagPlayerNode(Node):
         super().__init__('bag_player', **kwargs)
         p = self.declare_parameter
         p('bag', '', descriptor('rosbag2 folder (mcap or sqlite3).', read_only=True))
-        p('topic', '', descriptor('Image topic in the bag (empty: the first image topic).',
-                                  read_only=True))
+        p(
+            'topic',
+            '',
+            descriptor('Image topic in the bag (empty: the first image topic).', read_only=True),
+        )
         p('compressed', False, descriptor('Prefer the CompressedImage topic.', read_only=True))
-        p('rate', 1.0, descriptor('Multiple of the recorded rate; 0 = as fast as answered.',
-                                  read_only=True, float_range=(0.0, 100.0)))
-        p('max_in_flight', 2, descriptor('Unanswered frames allowed with rate 0.', read_only=True,
-                                         int_range=(1, 1000)))
-        p('answer_timeout_s', 5.0, descriptor('Seconds before an unanswered frame is lost.',
-                                              read_only=True, float_range=(0.1, 600.0)))
-        p('start_delay_s', 1.0, descriptor('Wait for subscribers before the first frame.',
-                                           read_only=True, float_range=(0.0, 60.0)))
+        p(
+            'rate',
+            1.0,
+            descriptor(
+                'Multiple of the recorded rate; 0 = as fast as answered.',
+                read_only=True,
+                float_range=(0.0, 100.0),
+            ),
+        )
+        p(
+            'max_in_flight',
+            2,
+            descriptor(
+                'Unanswered frames allowed with rate 0.', read_only=True, int_range=(1, 1000)
+            ),
+        )
+        p(
+            'answer_timeout_s',
+            5.0,
+            descriptor(
+                'Seconds before an unanswered frame is lost.',
+                read_only=True,
+                float_range=(0.1, 600.0),
+            ),
+        )
+        p(
+            'start_delay_s',
+            1.0,
+            descriptor(
+                'Wait for subscribers before the first frame.',
+                read_only=True,
+                float_range=(0.0, 60.0),
+            ),
+        )
         p('progress', True, descriptor('Progress bar on stderr.', read_only=True))
         gp = self.get_parameter
         self.bag = gp('bag').value
@@ -52,8 +81,12 @@ class BagPlayerNode(Node):
         self._answered = threading.Condition()
         self.published = self.answered = self.lost = 0
         self.error = ''
-        self.create_subscription(Diagnosis, 'diagnosis', self._on_diagnosis,
-                                 QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+        self.create_subscription(
+            Diagnosis,
+            'diagnosis',
+            self._on_diagnosis,
+            QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE),
+        )
         self.done = threading.Event()
         threading.Thread(target=self._play, daemon=True).start()
 
@@ -81,8 +114,7 @@ class BagPlayerNode(Node):
             bar = tqdm(total=self.total, desc='replay', unit='frame', file=sys.stderr)
         first_log = start = None
         try:
-            for frame in read_frames(self.bag, gp('topic').value or None,
-                                     gp('compressed').value):
+            for frame in read_frames(self.bag, gp('topic').value or None, gp('compressed').value):
                 if rate > 0:
                     first_log = first_log if first_log is not None else frame.log_time_ns
                     start = start if start is not None else time.monotonic()
@@ -111,7 +143,9 @@ class BagPlayerNode(Node):
             bar.close()
         self.get_logger().info(
             f'replay finished: {self.published}/{self.total} frames published, '
-            f'{self.answered} answered, {self.lost} lost' + (f'; {self.error}' if self.error else ''))
+            f'{self.answered} answered, {self.lost} lost'
+            + (f'; {self.error}' if self.error else '')
+        )
         self.done.set()
 
 

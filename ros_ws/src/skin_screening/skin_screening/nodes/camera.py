@@ -24,26 +24,53 @@ class CameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__('camera', **kwargs)
         p = self.declare_parameter
-        p('source', '/dev/video0', descriptor(
-            'V4L2 device (/dev/video0 or 0), video file, image folder, or gst:<pipeline>.',
-            read_only=True))
-        p('rate_hz', 30.0, descriptor('Publishing rate.', read_only=True,
-                                      float_range=(0.1, 240.0)))
+        p(
+            'source',
+            '/dev/video0',
+            descriptor(
+                'V4L2 device (/dev/video0 or 0), video file, image folder, or gst:<pipeline>.',
+                read_only=True,
+            ),
+        )
+        p(
+            'rate_hz',
+            30.0,
+            descriptor('Publishing rate.', read_only=True, float_range=(0.1, 240.0)),
+        )
         p('frame_id', 'wearable_camera', descriptor('frame_id of the published images.'))
         p('loop', True, descriptor('Start a file or folder over at its end.', read_only=True))
-        p('max_frames', 0, descriptor('Stop publishing after this many frames (0 = never).',
-                                      read_only=True, int_range=(0, 10_000_000)))
-        p('publish_compressed', False, descriptor('Also publish image_raw/compressed (JPEG).',
-                                                  read_only=True))
-        p('reopen_s', 2.0, descriptor('Seconds between attempts to reopen a lost source.',
-                                      read_only=True, float_range=(0.1, 60.0)))
+        p(
+            'max_frames',
+            0,
+            descriptor(
+                'Stop publishing after this many frames (0 = never).',
+                read_only=True,
+                int_range=(0, 10_000_000),
+            ),
+        )
+        p(
+            'publish_compressed',
+            False,
+            descriptor('Also publish image_raw/compressed (JPEG).', read_only=True),
+        )
+        p(
+            'reopen_s',
+            2.0,
+            descriptor(
+                'Seconds between attempts to reopen a lost source.',
+                read_only=True,
+                float_range=(0.1, 60.0),
+            ),
+        )
         gp = self.get_parameter
         self._spec = gp('source').value
         self._max = gp('max_frames').value
         self._raw = self.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
-        self._jpeg = (self.create_publisher(CompressedImage, 'image_raw/compressed',
-                                            qos_profile_sensor_data)
-                      if gp('publish_compressed').value else None)
+        self._jpeg = (
+            self.create_publisher(CompressedImage, 'image_raw/compressed', qos_profile_sensor_data)
+            if gp('publish_compressed').value
+            else None
+        )
         self._diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._source, self._lost_since, self._next_reopen = None, None, 0.0
         self.published = 0
@@ -87,12 +114,14 @@ class CameraNode(Node):
         except SourceError as exc:
             self._lost(str(exc))
             return
-        header = Header(stamp=self.get_clock().now().to_msg(),
-                        frame_id=self.get_parameter('frame_id').value)
+        header = Header(
+            stamp=self.get_clock().now().to_msg(), frame_id=self.get_parameter('frame_id').value
+        )
         self._raw.publish(Image(header=header, **rgb_to_fields(rgb)))
         if self._jpeg is not None:
-            self._jpeg.publish(CompressedImage(header=header, format='jpeg',
-                                               data=rgb_to_jpeg(rgb)))
+            self._jpeg.publish(
+                CompressedImage(header=header, format='jpeg', data=rgb_to_jpeg(rgb))
+            )
         self.published += 1
 
     def _report(self) -> None:
@@ -102,11 +131,15 @@ class CameraNode(Node):
             level = DiagnosticStatus.WARN if away < 5.0 else DiagnosticStatus.ERROR
             message = f'{self._problem} ({away:.0f} s ago)'
         status = DiagnosticStatus(
-            level=level, name=f'{self.get_name()}: camera', message=message,
+            level=level,
+            name=f'{self.get_name()}: camera',
+            message=message,
             hardware_id=self._spec,
-            values=[KeyValue(key='frames_published', value=str(self.published))])
-        self._diag.publish(DiagnosticArray(
-            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+            values=[KeyValue(key='frames_published', value=str(self.published))],
+        )
+        self._diag.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
 
 
 def main(args=None) -> None:

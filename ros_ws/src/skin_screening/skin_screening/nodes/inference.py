@@ -47,42 +47,107 @@ class InferenceNode(Node):
     def __init__(self, **kwargs):
         super().__init__('inference', **kwargs)
         p = self.declare_parameter
-        p('model_dir', 'data/models/mobilenetv2-a0.5',
-          descriptor('Folder with model_card.json and the ONNX variants.', read_only=True))
-        p('precision', 'fp32', descriptor('Engine precision.', choices=[x.value for x in Precision]))
-        p('backend', 'onnxruntime', descriptor('Inference backend.',
-                                               choices=[x.value for x in Backend]))
-        p('fallback_backend', '', descriptor(
-            'Backend to use if `backend` cannot load (empty: none, fail instead).', read_only=True))
-        p('threads', 0, descriptor('CPU threads for ONNX Runtime (0 = all).', read_only=True,
-                                   int_range=(0, 64)))
-        p('threshold', -1.0, descriptor('Decision threshold; -1 = the model card\'s.',
-                                        float_range=(-1.0, 1.0)))
-        p('referral_threshold', -1.0, descriptor(
-            'Entropy (nats) above which to REFER; -1 = the model card\'s (or off).',
-            float_range=(-1.0, 1.0)))
-        p('compressed', False, descriptor('Subscribe to sensor_msgs/CompressedImage.',
-                                          read_only=True))
-        p('reliable', False, descriptor(
-            'RELIABLE input QoS (bag replay); default sensor-data (best effort).', read_only=True))
-        p('queue_size', 1, descriptor('Frames waiting for inference; older ones are dropped.',
-                                      read_only=True, int_range=(1, 1000)))
-        p('alert_window', 15, descriptor('Frames in the alert window.', read_only=True,
-                                         int_range=(1, 1000)))
-        p('alert_min_frames', 10, descriptor('Frames needed before any alert.', read_only=True,
-                                             int_range=(1, 1000)))
-        p('alert_raise', 0.6, descriptor('Mean probability that raises an alert.',
-                                         read_only=True, float_range=(0.0, 1.0)))
-        p('alert_clear', 0.4, descriptor('Mean probability below which it clears.',
-                                         read_only=True, float_range=(0.0, 1.0)))
+        p(
+            'model_dir',
+            'data/models/mobilenetv2-a0.5',
+            descriptor('Folder with model_card.json and the ONNX variants.', read_only=True),
+        )
+        p(
+            'precision',
+            'fp32',
+            descriptor('Engine precision.', choices=[x.value for x in Precision]),
+        )
+        p(
+            'backend',
+            'onnxruntime',
+            descriptor('Inference backend.', choices=[x.value for x in Backend]),
+        )
+        p(
+            'fallback_backend',
+            '',
+            descriptor(
+                'Backend to use if `backend` cannot load (empty: none, fail instead).',
+                read_only=True,
+            ),
+        )
+        p(
+            'threads',
+            0,
+            descriptor(
+                'CPU threads for ONNX Runtime (0 = all).', read_only=True, int_range=(0, 64)
+            ),
+        )
+        p(
+            'threshold',
+            -1.0,
+            descriptor("Decision threshold; -1 = the model card's.", float_range=(-1.0, 1.0)),
+        )
+        p(
+            'referral_threshold',
+            -1.0,
+            descriptor(
+                "Entropy (nats) above which to REFER; -1 = the model card's (or off).",
+                float_range=(-1.0, 1.0),
+            ),
+        )
+        p(
+            'compressed',
+            False,
+            descriptor('Subscribe to sensor_msgs/CompressedImage.', read_only=True),
+        )
+        p(
+            'reliable',
+            False,
+            descriptor(
+                'RELIABLE input QoS (bag replay); default sensor-data (best effort).',
+                read_only=True,
+            ),
+        )
+        p(
+            'queue_size',
+            1,
+            descriptor(
+                'Frames waiting for inference; older ones are dropped.',
+                read_only=True,
+                int_range=(1, 1000),
+            ),
+        )
+        p(
+            'alert_window',
+            15,
+            descriptor('Frames in the alert window.', read_only=True, int_range=(1, 1000)),
+        )
+        p(
+            'alert_min_frames',
+            10,
+            descriptor('Frames needed before any alert.', read_only=True, int_range=(1, 1000)),
+        )
+        p(
+            'alert_raise',
+            0.6,
+            descriptor(
+                'Mean probability that raises an alert.', read_only=True, float_range=(0.0, 1.0)
+            ),
+        )
+        p(
+            'alert_clear',
+            0.4,
+            descriptor(
+                'Mean probability below which it clears.', read_only=True, float_range=(0.0, 1.0)
+            ),
+        )
         self._lock = threading.Lock()
         self._classifier = self._configure(self._values())
         gp = self.get_parameter
-        self._alerts = AlertWindow(AlertRule(
-            gp('alert_window').value, gp('alert_min_frames').value,
-            gp('alert_raise').value, gp('alert_clear').value,
-            self._classifier.rule.referral_threshold,
-        ))
+        self._alerts = AlertWindow(
+            AlertRule(
+                gp('alert_window').value,
+                gp('alert_min_frames').value,
+                gp('alert_raise').value,
+                gp('alert_clear').value,
+                self._classifier.rule.referral_threshold,
+            )
+        )
         self._stats = RunningStats()
         self._queue: deque = deque(maxlen=gp('queue_size').value)
         self._wake = threading.Condition()
@@ -93,25 +158,38 @@ class InferenceNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         qos = qos_profile_sensor_data
         if gp('reliable').value:
-            qos = QoSProfile(depth=max(10, gp('queue_size').value),
-                             reliability=ReliabilityPolicy.RELIABLE)
+            qos = QoSProfile(
+                depth=max(10, gp('queue_size').value), reliability=ReliabilityPolicy.RELIABLE
+            )
         compressed = gp('compressed').value
         topic = 'image_raw/compressed' if compressed else 'image_raw'
-        self.create_subscription(CompressedImage if compressed else Image, topic, self._on_image,
-                                 qos)
+        self.create_subscription(
+            CompressedImage if compressed else Image, topic, self._on_image, qos
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name='inference', daemon=True)
         self._worker.start()
         c = self._classifier
-        self.get_logger().info(f'active: {c.model_id} {c.precision.value} on {c.backend.value}, '
-                               f'listening on {self.resolve_topic_name(topic)}')
+        self.get_logger().info(
+            f'active: {c.model_id} {c.precision.value} on {c.backend.value}, '
+            f'listening on {self.resolve_topic_name(topic)}'
+        )
 
     # configuration -------------------------------------------------------------------------
     def _values(self, overrides: dict | None = None) -> dict:
-        values = {name: self.get_parameter(name).value for name in (
-            'model_dir', 'precision', 'backend', 'fallback_backend', 'threads', 'threshold',
-            'referral_threshold')}
+        values = {
+            name: self.get_parameter(name).value
+            for name in (
+                'model_dir',
+                'precision',
+                'backend',
+                'fallback_backend',
+                'threads',
+                'threshold',
+                'referral_threshold',
+            )
+        }
         return values | (overrides or {})
 
     def _configure(self, v: dict) -> Classifier:
@@ -147,8 +225,10 @@ class InferenceNode(Node):
         with self._lock:
             old, self._classifier = self._classifier, classifier
         old.close()
-        self.get_logger().info(f'engine swapped: {classifier.precision.value} on '
-                               f'{classifier.backend.value}, threshold {classifier.rule.threshold}')
+        self.get_logger().info(
+            f'engine swapped: {classifier.precision.value} on '
+            f'{classifier.backend.value}, threshold {classifier.rule.threshold}'
+        )
         return SetParametersResult(successful=True)
 
     # data path -----------------------------------------------------------------------------
@@ -199,8 +279,11 @@ class InferenceNode(Node):
         out.entropy, out.epistemic = float(scores.entropy[0]), float(scores.epistemic[0])
         out.threshold = float(clf.rule.threshold)
         out.referral_threshold = nan_if_none(clf.rule.referral_threshold)
-        out.precision, out.backend, out.model_id = (clf.precision.value, clf.backend.value,
-                                                    clf.model_id)
+        out.precision, out.backend, out.model_id = (
+            clf.precision.value,
+            clf.backend.value,
+            clf.model_id,
+        )
         out.inference_ms = float(engine_ms)
         now_ns = self.get_clock().now().nanoseconds
         out.latency_ms = (now_ns - stamp_to_ns(msg.header.stamp)) / 1e6
@@ -208,9 +291,16 @@ class InferenceNode(Node):
         self._stats.processed(out.latency_ms, engine_ms, time.monotonic())
         event = self._alerts.update(out.probability, out.entropy, stamp_to_ns(msg.header.stamp))
         if event is not None:
-            self._alert_pub.publish(Alert(
-                header=msg.header, level=event.level, probability=event.probability,
-                uncertainty=event.uncertainty, frames=event.frames, text=event.text))
+            self._alert_pub.publish(
+                Alert(
+                    header=msg.header,
+                    level=event.level,
+                    probability=event.probability,
+                    uncertainty=event.uncertainty,
+                    frames=event.frames,
+                    text=event.text,
+                )
+            )
 
     def _publish_diagnostics(self) -> None:
         clf, stats = self._classifier, self._stats
@@ -218,13 +308,20 @@ class InferenceNode(Node):
         if self._last_problem is not None:
             level, message = self._last_problem
             self._last_problem = None
-        values = {'model': clf.model_id, 'engine': str(clf.engine.path),
-                  'precision': clf.precision.value, 'backend': clf.backend.value,
-                  'threshold': f'{clf.rule.threshold:.4f}'} | stats.summary()
+        values = {
+            'model': clf.model_id,
+            'engine': str(clf.engine.path),
+            'precision': clf.precision.value,
+            'backend': clf.backend.value,
+            'threshold': f'{clf.rule.threshold:.4f}',
+        } | stats.summary()
         status = DiagnosticStatus(
-            level=level, name=f'{self.get_name()}: inference', message=message,
+            level=level,
+            name=f'{self.get_name()}: inference',
+            message=message,
             hardware_id=clf.backend.value,
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
         self._diag_pub.publish(DiagnosticArray(header=self._header_now(), status=[status]))
 
     def _header_now(self):

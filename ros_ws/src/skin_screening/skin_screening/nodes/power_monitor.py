@@ -22,10 +22,20 @@ class PowerMonitorNode(Node):
         super().__init__('power_monitor', **kwargs)
         p = self.declare_parameter
         p('rate_hz', 10.0, descriptor('Sampling rate.', read_only=True, float_range=(0.1, 1000.0)))
-        p('source', 'auto', descriptor('Power source.', read_only=True,
-                                       choices=['auto', 'ina3221', 'tegrastats', 'nvml', 'rapl']))
-        p('sysfs_root', '/sys', descriptor('Root of sysfs (tests point it at a fixture tree).',
-                                           read_only=True))
+        p(
+            'source',
+            'auto',
+            descriptor(
+                'Power source.',
+                read_only=True,
+                choices=['auto', 'ina3221', 'tegrastats', 'nvml', 'rapl'],
+            ),
+        )
+        p(
+            'sysfs_root',
+            '/sys',
+            descriptor('Root of sysfs (tests point it at a fixture tree).', read_only=True),
+        )
         self._pub = self.create_publisher(PowerSample, 'power', 50)
         self._diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         gp = self.get_parameter
@@ -53,11 +63,18 @@ class PowerMonitorNode(Node):
         if reading is None:  # e.g. RAPL needs two reads for a first power value
             return
         self._problem = ''
-        rails = [PowerRail(name=r.name, volts=r.volts, amps=r.amps, watts=r.watts)
-                 for r in reading.rails]
-        self._pub.publish(PowerSample(
-            header=Header(stamp=self.get_clock().now().to_msg()), source=reading.source,
-            total_watts=reading.total_watts, rails=rails))
+        rails = [
+            PowerRail(name=r.name, volts=r.volts, amps=r.amps, watts=r.watts)
+            for r in reading.rails
+        ]
+        self._pub.publish(
+            PowerSample(
+                header=Header(stamp=self.get_clock().now().to_msg()),
+                source=reading.source,
+                total_watts=reading.total_watts,
+                rails=rails,
+            )
+        )
         self.samples += 1
 
     def _report(self) -> None:
@@ -68,11 +85,15 @@ class PowerMonitorNode(Node):
         else:
             level, message = DiagnosticStatus.OK, f'measuring with {self._source.name}'
         status = DiagnosticStatus(
-            level=level, name=f'{self.get_name()}: power', message=message,
+            level=level,
+            name=f'{self.get_name()}: power',
+            message=message,
             hardware_id=getattr(self._source, 'name', 'none'),
-            values=[KeyValue(key='samples', value=str(self.samples))])
-        self._diag.publish(DiagnosticArray(
-            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+            values=[KeyValue(key='samples', value=str(self.samples))],
+        )
+        self._diag.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
 
     def close(self) -> None:
         if self._source is not None:

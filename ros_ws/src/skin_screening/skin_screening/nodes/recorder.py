@@ -22,19 +22,41 @@ class RecorderNode(Node):
     def __init__(self, **kwargs):
         super().__init__('recorder', **kwargs)
         p = self.declare_parameter
-        p('output_dir', 'data/runs', descriptor('Folder that receives one run directory per '
-                                                'session.', read_only=True))
+        p(
+            'output_dir',
+            'data/runs',
+            descriptor('Folder that receives one run directory per session.', read_only=True),
+        )
         p('run_name', 'session', descriptor('Suffix of the run directory name.', read_only=True))
-        p('energy_window_s', 10.0, descriptor('Window for energy per inference.', read_only=True,
-                                              float_range=(0.1, 3600.0)))
-        p('flush_every', 20, descriptor('Rows between flushes.', read_only=True,
-                                        int_range=(1, 100000)))
-        p('min_free_mb', 50.0, descriptor('Refuse new rows below this free disk space.',
-                                          read_only=True, float_range=(0.0, 1e6)))
+        p(
+            'energy_window_s',
+            10.0,
+            descriptor(
+                'Window for energy per inference.', read_only=True, float_range=(0.1, 3600.0)
+            ),
+        )
+        p(
+            'flush_every',
+            20,
+            descriptor('Rows between flushes.', read_only=True, int_range=(1, 100000)),
+        )
+        p(
+            'min_free_mb',
+            50.0,
+            descriptor(
+                'Refuse new rows below this free disk space.',
+                read_only=True,
+                float_range=(0.0, 1e6),
+            ),
+        )
         gp = self.get_parameter
         self.run_dir = new_run_dir(gp('output_dir').value, gp('run_name').value)
-        self._rec = SessionRecorder(self.run_dir, gp('energy_window_s').value,
-                                    gp('flush_every').value, gp('min_free_mb').value)
+        self._rec = SessionRecorder(
+            self.run_dir,
+            gp('energy_window_s').value,
+            gp('flush_every').value,
+            gp('min_free_mb').value,
+        )
         self._failed = ''
         qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Diagnosis, 'diagnosis', self._on_diagnosis, qos)
@@ -58,36 +80,61 @@ class RecorderNode(Node):
             self._report()
 
     def _on_diagnosis(self, m: Diagnosis) -> None:
-        row = {'stamp_ns': stamp_to_ns(m.header.stamp), 'frame_id': m.header.frame_id,
-               'received_ns': self._now(), 'decision': m.decision, 'label': m.label,
-               'probability': m.probability, 'threshold': m.threshold, 'entropy': m.entropy,
-               'epistemic': m.epistemic, 'referral_threshold': m.referral_threshold,
-               'precision': m.precision, 'backend': m.backend, 'model_id': m.model_id,
-               'inference_ms': m.inference_ms, 'latency_ms': m.latency_ms}
+        row = {
+            'stamp_ns': stamp_to_ns(m.header.stamp),
+            'frame_id': m.header.frame_id,
+            'received_ns': self._now(),
+            'decision': m.decision,
+            'label': m.label,
+            'probability': m.probability,
+            'threshold': m.threshold,
+            'entropy': m.entropy,
+            'epistemic': m.epistemic,
+            'referral_threshold': m.referral_threshold,
+            'precision': m.precision,
+            'backend': m.backend,
+            'model_id': m.model_id,
+            'inference_ms': m.inference_ms,
+            'latency_ms': m.latency_ms,
+        }
         self._guard(lambda: self._rec.diagnosis(row))
 
     def _on_alert(self, m: Alert) -> None:
-        row = {'stamp_ns': stamp_to_ns(m.header.stamp), 'frame_id': m.header.frame_id,
-               'received_ns': self._now(), 'level': m.level, 'probability': m.probability,
-               'uncertainty': m.uncertainty, 'frames': m.frames, 'text': m.text}
+        row = {
+            'stamp_ns': stamp_to_ns(m.header.stamp),
+            'frame_id': m.header.frame_id,
+            'received_ns': self._now(),
+            'level': m.level,
+            'probability': m.probability,
+            'uncertainty': m.uncertainty,
+            'frames': m.frames,
+            'text': m.text,
+        }
         self._guard(lambda: self._rec.alert(row))
 
     def _on_power(self, m: PowerSample) -> None:
         if not math.isfinite(m.total_watts):
             return
         rails = [{'name': r.name, 'watts': r.watts} for r in m.rails]
-        self._guard(lambda: self._rec.power(self._now(), stamp_to_ns(m.header.stamp), m.source,
-                                            m.total_watts, rails))
+        self._guard(
+            lambda: self._rec.power(
+                self._now(), stamp_to_ns(m.header.stamp), m.source, m.total_watts, rails
+            )
+        )
 
     def _report(self) -> None:
         level = DiagnosticStatus.ERROR if self._failed else DiagnosticStatus.OK
         rows = {name: log.rows for name, log in self._rec.logs.items()}
         status = DiagnosticStatus(
-            level=level, name=f'{self.get_name()}: recorder',
-            message=self._failed or f'recording to {self.run_dir}', hardware_id='disk',
-            values=[KeyValue(key=f'{k}_rows', value=str(v)) for k, v in rows.items()])
-        self._diag.publish(DiagnosticArray(
-            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+            level=level,
+            name=f'{self.get_name()}: recorder',
+            message=self._failed or f'recording to {self.run_dir}',
+            hardware_id='disk',
+            values=[KeyValue(key=f'{k}_rows', value=str(v)) for k, v in rows.items()],
+        )
+        self._diag.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
 
     def close(self) -> None:
         summary = self._rec.close()

@@ -51,7 +51,9 @@ def warmup(engine: Engine, batch: int = 1, iterations: int = 3) -> None:
         engine.infer(feed)
 
 
-def variant_path(model_dir: str | Path, precision: Precision | str, backend: Backend | str) -> Path:
+def variant_path(
+    model_dir: str | Path, precision: Precision | str, backend: Backend | str
+) -> Path:
     precision, backend = parse_precision(precision), parse_backend(backend)
     return Path(model_dir) / variant_name(precision, backend)
 
@@ -79,6 +81,8 @@ def open_engine(
     from .tensorrt import TensorRTEngine
 
     return TensorRTEngine.from_onnx(
-        path, precision, cache_dir=Path(cache_dir or Path(model_dir) / 'engines'),
+        path,
+        precision,
+        cache_dir=Path(cache_dir or Path(model_dir) / 'engines'),
         allow_build=allow_build,
     )

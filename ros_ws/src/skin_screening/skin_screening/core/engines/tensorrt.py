@@ -154,7 +154,9 @@ def build_serialized(
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineError(f'TensorRT failed to build an engine from {onnx_path} ({precision.value})')
+        raise EngineError(
+            f'TensorRT failed to build an engine from {onnx_path} ({precision.value})'
+        )
     if timing_cache is not None:
         timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)

@@ -24,8 +24,10 @@ class NvmlSource:
         self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
 
     def read(self) -> PowerReading:
-        rails = [Rail(f'GPU{i}', self._nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)
-                 for i, h in enumerate(self._handles)]
+        rails = [
+            Rail(f'GPU{i}', self._nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)
+            for i, h in enumerate(self._handles)
+        ]
         return PowerReading(self.name, float(sum(r.watts for r in rails)), rails)
 
     def close(self) -> None:

@@ -22,8 +22,11 @@ _NOT_RAILS = {'RAM', 'SWAP', 'IRAM', 'LFB', 'EMC_FREQ', 'GR3D_FREQ'}
 
 
 def parse_line(line: str) -> list[Rail]:
-    return [Rail(name, int(now) / 1000.0) for name, now, _ in _RAIL.findall(line)
-            if name not in _NOT_RAILS]
+    return [
+        Rail(name, int(now) / 1000.0)
+        for name, now, _ in _RAIL.findall(line)
+        if name not in _NOT_RAILS
+    ]
 
 
 class TegrastatsSource:
@@ -33,8 +36,9 @@ class TegrastatsSource:
         exe = command or shutil.which('tegrastats')
         if exe is None:
             raise PowerSourceUnavailable('tegrastats not found')
-        self._proc = subprocess.Popen([exe, '--interval', str(interval_ms)],
-                                      stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(
+            [exe, '--interval', str(interval_ms)], stdout=subprocess.PIPE, text=True
+        )
         self._latest: list[Rail] = []
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()

@@ -1,0 +1,188 @@
+"""Issue 5 benchmark: image -> Diagnosis latency across processes vs the bare engine, backlog at
+30 fps, and a memory soak of the inference node.
+
+    uv run python benchmarks/node_latency.py [--frames 600] [--soak 10000]
+
+A publisher in this process sends real camera-sized lesion frames (600x450 HAM10000 originals,
+or the embedded samples) at --fps to an inference node started as its own process; latency is
+(Diagnosis received here) - (image stamp), same clock. The bare engine figure is the same
+Classifier (preprocessing + engine) timed in-process on the same frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(151, 200)))
+
+from skin_screening.bootstrap import ensure_messages  # noqa: E402
+
+ensure_messages()
+
+import psutil  # noqa: E402
+import rclpy  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from skin_screening.core.classifier import Classifier  # noqa: E402
+from skin_screening.core.frames import rgb_to_fields  # noqa: E402
+from skin_screening.core.preprocess import load_rgb  # noqa: E402
+from skin_screening.launching import NodeSpec  # noqa: E402
+from skin_screening.nodes.common import stamp_to_ns  # noqa: E402
+from skin_screening_msgs.msg import Diagnosis  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+MODEL = REPO / 'data/models/mobilenetv2-a0.5'
+FULLRES = REPO.parent / 'shared/datasets/ham10000_fullres_sample/images'
+
+
+def frames(count: int = 32) -> list[np.ndarray]:
+    folder = FULLRES if FULLRES.is_dir() else REPO / 'data/samples/images'
+    return [load_rgb(p) for p in sorted(folder.glob('*.jpg'))[:count]]
+
+
+def bare_engine_ms(images, precision: str, threads: int, repeats: int = 200) -> float:
+    clf = Classifier(MODEL, precision, threads=threads)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        clf.classify([images[i % len(images)]])
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+class Load:
+    """Publishes frames at a fixed rate and collects the diagnoses."""
+
+    def __init__(self, node, images):
+        self.node, self.images = node, images
+        self.pub = node.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
+        self.got: dict[int, float] = {}
+        self.sent: list[int] = []
+        node.create_subscription(
+            Diagnosis,
+            'diagnosis',
+            self._on,
+            QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        self.messages = [rgb_to_fields(im) for im in images]
+
+    def _on(self, msg) -> None:
+        self.got[stamp_to_ns(msg.header.stamp)] = time.time_ns()
+
+    def run(self, count: int, fps: float) -> None:
+        period = 1.0 / fps
+        start = time.monotonic()
+        for i in range(count):
+            time.sleep(max(0.0, start + i * period - time.monotonic()))
+            now = self.node.get_clock().now()
+            self.sent.append(now.nanoseconds)
+            self.pub.publish(
+                Image(
+                    header=Header(stamp=now.to_msg(), frame_id='bench'),
+                    **self.messages[i % len(self.messages)],
+                )
+            )
+        time.sleep(1.0)
+
+    def latencies(self) -> np.ndarray:
+        return np.array([(self.got[s] - s) / 1e6 for s in self.sent if s in self.got])
+
+
+def start_node(precision: str, threads: int) -> subprocess.Popen:
+    spec = NodeSpec(
+        'skin_screening',
+        'inference_node',
+        'inference',
+        params={'model_dir': str(MODEL), 'precision': precision, 'threads': threads},
+    )
+    return subprocess.Popen(spec.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def measure(node, images, precision, threads, count, fps, soak=False):
+    proc = start_node(precision, threads)
+    try:
+        load = Load(node, images)
+        deadline = time.monotonic() + 60
+        while load.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.0)  # engine warm-up inside the node
+        rss = []
+        if soak:
+            chunk = 1000
+            for done in range(0, count, chunk):
+                load.run(min(chunk, count - done), fps)
+                rss.append(psutil.Process(proc.pid).memory_info().rss / 1e6)
+        else:
+            load.run(count, fps)
+        return load, rss
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--frames', type=int, default=600)
+    p.add_argument('--fps', type=float, default=30.0)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--soak', type=int, default=0, help='frames for the memory soak (e.g. 10000)')
+    p.add_argument('--soak-fps', type=float, default=60.0)
+    args = p.parse_args()
+    images = frames()
+    print(
+        f'frames {images[0].shape[1]}x{images[0].shape[0]}, {args.fps:g} fps, '
+        f'{args.threads} engine threads, ROS_DOMAIN_ID {os.environ["ROS_DOMAIN_ID"]}'
+    )
+    rclpy.init()
+    node = rclpy.create_node('latency_bench')
+    spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+    spinner.start()
+    try:
+        print(
+            f'{"precision":<9} {"engine ms":>9} {"e2e median":>10} {"e2e p99":>8} '
+            f'{"overhead":>8} {"answered":>9} {"dropped":>7}'
+        )
+        for precision in ('fp32', 'int8'):
+            engine = bare_engine_ms(images, precision, args.threads)
+            load, _ = measure(node, images, precision, args.threads, args.frames, args.fps)
+            lat = load.latencies()
+            print(
+                f'{precision:<9} {engine:>9.2f} {np.median(lat):>10.2f} '
+                f'{np.percentile(lat, 99):>8.2f} {np.median(lat) - engine:>+8.2f} '
+                f'{len(lat):>5}/{len(load.sent):<4}{len(load.sent) - len(lat):>6}',
+                flush=True,
+            )
+        if args.soak:
+            load, rss = measure(
+                node, images, 'int8', args.threads, args.soak, args.soak_fps, soak=True
+            )
+            print(
+                f'soak: {len(load.latencies())}/{len(load.sent)} frames answered at '
+                f'{args.soak_fps:g} fps; node RSS per 1000 frames (MB): '
+                + ', '.join(f'{r:.0f}' for r in rss)
+            )
+            print(
+                f'soak RSS start {rss[0]:.1f} MB, end {rss[-1]:.1f} MB '
+                f'({rss[-1] - rss[0]:+.1f} MB)'
+            )
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
