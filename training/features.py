@@ -26,9 +26,21 @@ def dihedral(image: np.ndarray, view: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, ::-1] if view >= 4 else out)
 
 
-def _key(front_onnx: bytes, data: LabelledSet, spec: Preprocessing, views: int) -> str:
-    digest = hashlib.sha256(hashlib.sha256(front_onnx).digest())
-    digest.update(json.dumps([spec.to_dict(), views, data.ids]).encode())
+def cache_key(front, data: LabelledSet, spec: Preprocessing, views: int) -> str:
+    """Content key: the frozen front's weights and layers, the preprocessing, views and images.
+
+    (Not the exported ONNX bytes: tf2onnx output differs between processes.)
+    """
+    digest = hashlib.sha256()
+    for weight in front.weights:
+        array = np.asarray(weight)
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(
+        json.dumps(
+            [[layer.name for layer in front.layers], spec.to_dict(), views, data.ids]
+        ).encode()
+    )
     return digest.hexdigest()[:16]
 
 
@@ -44,9 +56,7 @@ def cached_activations(
     """-> (activations [views, N, h, w, c] float16, the images actually read)."""
     import onnxruntime as ort
 
-    proto = to_onnx(front, spec.input_size, opset=17, output_name='features')
-    blob = proto.SerializeToString()
-    folder = Path(cache_dir) / f'features-{_key(blob, data, spec, views)}'
+    folder = Path(cache_dir) / f'features-{cache_key(front, data, spec, views)}'
     meta_path = folder / 'meta.json'
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -54,6 +64,7 @@ def cached_activations(
         print(f'cached activations: {folder} ({acts.shape})')
         return acts, data.subset(np.array(meta['kept'], dtype=np.int64))
     folder.mkdir(parents=True, exist_ok=True)
+    blob = to_onnx(front, spec.input_size, opset=17, output_name='features').SerializeToString()
     session = ort.InferenceSession(blob, providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name
     shape = session.get_outputs()[0].shape[1:]

@@ -68,7 +68,7 @@ def wheel_ros_prefix() -> Path | None:
 
 
 def fix_baked_include_paths(prefix: Path) -> int:
-    """Point the wheels' build-machine include paths at this interpreter's; returns files changed."""
+    """Point the wheels' baked-in include paths at this interpreter; returns files changed."""
     py_include = sysconfig.get_paths()['include']
     import numpy
 

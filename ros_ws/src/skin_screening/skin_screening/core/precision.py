@@ -16,22 +16,20 @@ class Backend(str, Enum):
     TENSORRT = 'tensorrt'
 
 
-def parse_precision(value: str | Precision) -> Precision:
+def _parse(kind: type[Enum], value: object, what: str):
     try:
-        return Precision(str(getattr(value, 'value', value)).lower())
+        return kind(str(getattr(value, 'value', value)).lower())
     except ValueError:
-        raise ValueError(
-            f'unknown precision {value!r}: use one of {", ".join(p.value for p in Precision)}'
-        ) from None
+        choices = ', '.join(member.value for member in kind)
+        raise ValueError(f'unknown {what} {value!r}: use one of {choices}') from None
+
+
+def parse_precision(value: str | Precision) -> Precision:
+    return _parse(Precision, value, 'precision')
 
 
 def parse_backend(value: str | Backend) -> Backend:
-    try:
-        return Backend(str(getattr(value, 'value', value)).lower())
-    except ValueError:
-        raise ValueError(
-            f'unknown backend {value!r}: use one of {", ".join(b.value for b in Backend)}'
-        ) from None
+    return _parse(Backend, value, 'backend')
 
 
 def int8_flavour(backend: Backend) -> str:

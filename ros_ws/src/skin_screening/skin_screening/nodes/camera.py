@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -17,7 +17,7 @@ from std_msgs.msg import Header
 
 from ..core.frames import rgb_to_fields, rgb_to_jpeg
 from ..core.sources import SourceError, open_source
-from .common import descriptor, run_node
+from .common import descriptor, diagnostics, run_node
 
 
 class CameraNode(Node):
@@ -130,15 +130,10 @@ class CameraNode(Node):
             away = time.monotonic() - self._lost_since
             level = DiagnosticStatus.WARN if away < 5.0 else DiagnosticStatus.ERROR
             message = f'{self._problem} ({away:.0f} s ago)'
-        status = DiagnosticStatus(
-            level=level,
-            name=f'{self.get_name()}: camera',
-            message=message,
-            hardware_id=self._spec,
-            values=[KeyValue(key='frames_published', value=str(self.published))],
-        )
         self._diag.publish(
-            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+            diagnostics(
+                self, 'camera', level, message, self._spec, {'frames_published': self.published}
+            )
         )
 
 

@@ -81,6 +81,23 @@ def descriptor(
     return desc
 
 
+def diagnostics(
+    node: Any, kind: str, level: bytes, message: str, hardware_id: str, values: dict[str, object]
+) -> Any:
+    """A DiagnosticArray with one status named '<node name>: <kind>', stamped now."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from std_msgs.msg import Header
+
+    status = DiagnosticStatus(
+        level=level,
+        name=f'{node.get_name()}: {kind}',
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+    )
+    return DiagnosticArray(header=Header(stamp=node.get_clock().now().to_msg()), status=[status])
+
+
 def run_node(factory: Callable[[], Any], args: Sequence[str] | None = None) -> None:
     """Thin main(): init, spin until Ctrl-C/SIGTERM, always destroy the node and shut down."""
     import rclpy

@@ -17,7 +17,7 @@ import time
 from collections import deque
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -33,7 +33,7 @@ from ..core.postprocess import LABELS, DecisionRule, NonFiniteOutput
 from ..core.precision import Backend, Precision
 from ..core.preprocess import FrameError
 from ..core.stats import RunningStats
-from .common import descriptor, nan_if_none, run_node, stamp_to_ns
+from .common import descriptor, diagnostics, nan_if_none, run_node, stamp_to_ns
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 SWAP_PARAMS = {'precision', 'backend', 'threshold', 'referral_threshold'}
@@ -315,19 +315,9 @@ class InferenceNode(Node):
             'backend': clf.backend.value,
             'threshold': f'{clf.rule.threshold:.4f}',
         } | stats.summary()
-        status = DiagnosticStatus(
-            level=level,
-            name=f'{self.get_name()}: inference',
-            message=message,
-            hardware_id=clf.backend.value,
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        self._diag_pub.publish(
+            diagnostics(self, 'inference', level, message, clf.backend.value, values)
         )
-        self._diag_pub.publish(DiagnosticArray(header=self._header_now(), status=[status]))
-
-    def _header_now(self):
-        from std_msgs.msg import Header
-
-        return Header(stamp=self.get_clock().now().to_msg())
 
     def close(self) -> None:
         self._stop.set()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from skin_screening_msgs.msg import PowerRail, PowerSample
 from std_msgs.msg import Header
 
 from ..core.power import PowerSourceUnavailable, detect_source
-from .common import descriptor, run_node
+from .common import descriptor, diagnostics, run_node
 
 
 class PowerMonitorNode(Node):
@@ -84,15 +84,15 @@ class PowerMonitorNode(Node):
             level, message = DiagnosticStatus.ERROR, self._problem
         else:
             level, message = DiagnosticStatus.OK, f'measuring with {self._source.name}'
-        status = DiagnosticStatus(
-            level=level,
-            name=f'{self.get_name()}: power',
-            message=message,
-            hardware_id=getattr(self._source, 'name', 'none'),
-            values=[KeyValue(key='samples', value=str(self.samples))],
-        )
         self._diag.publish(
-            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+            diagnostics(
+                self,
+                'power',
+                level,
+                message,
+                getattr(self._source, 'name', 'none'),
+                {'samples': self.samples},
+            )
         )
 
     def close(self) -> None:

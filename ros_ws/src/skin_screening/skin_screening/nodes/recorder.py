@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
-from std_msgs.msg import Header
 
 from ..core.recording import RecordingError, SessionRecorder, new_run_dir
-from .common import descriptor, run_node, stamp_to_ns
+from .common import descriptor, diagnostics, run_node, stamp_to_ns
 
 
 class RecorderNode(Node):
@@ -125,15 +124,15 @@ class RecorderNode(Node):
     def _report(self) -> None:
         level = DiagnosticStatus.ERROR if self._failed else DiagnosticStatus.OK
         rows = {name: log.rows for name, log in self._rec.logs.items()}
-        status = DiagnosticStatus(
-            level=level,
-            name=f'{self.get_name()}: recorder',
-            message=self._failed or f'recording to {self.run_dir}',
-            hardware_id='disk',
-            values=[KeyValue(key=f'{k}_rows', value=str(v)) for k, v in rows.items()],
-        )
         self._diag.publish(
-            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+            diagnostics(
+                self,
+                'recorder',
+                level,
+                self._failed or f'recording to {self.run_dir}',
+                'disk',
+                {f'{k}_rows': v for k, v in rows.items()},
+            )
         )
 
     def close(self) -> None:
