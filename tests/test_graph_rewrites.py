@@ -18,12 +18,20 @@ def test_conv_mul_add_is_folded_exactly():
     scale = rng.uniform(0.1, 10, (1, 4, 1, 1)).astype(np.float32)
     shift = rng.normal(size=(1, 4, 1, 1)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node('Conv', ['image', 'w'], ['c'], pads=[1, 1, 1, 1]),
-         helper.make_node('Mul', ['c', 's'], ['m']), helper.make_node('Add', ['m', 'b'], ['out'])],
-        'g', [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 3, 8, 8])],
+        [
+            helper.make_node('Conv', ['image', 'w'], ['c'], pads=[1, 1, 1, 1]),
+            helper.make_node('Mul', ['c', 's'], ['m']),
+            helper.make_node('Add', ['m', 'b'], ['out']),
+        ],
+        'g',
+        [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info('out', TensorProto.FLOAT, [1, 4, 8, 8])],
-        [numpy_helper.from_array(w, 'w'), numpy_helper.from_array(scale, 's'),
-         numpy_helper.from_array(shift, 'b')])
+        [
+            numpy_helper.from_array(w, 'w'),
+            numpy_helper.from_array(scale, 's'),
+            numpy_helper.from_array(shift, 'b'),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
     model.ir_version = 8
     x = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)

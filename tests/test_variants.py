@@ -11,13 +11,15 @@ from skin_screening.core.engines import open_engine
 from training.variants import VariantConfig, build_variants
 
 
-def _scales(path):
-    model = onnx.load(str(path))
-    return {
-        t.name: numpy_helper.to_array(t)
-        for t in model.graph.initializer
-        if t.name.endswith('_scale')
-    }
+def _activation_scales(path):
+    """Scales of the activation QuantizeLinear nodes, in graph order."""
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    return [
+        float(inits[n.input[1]])
+        for n in graph.node
+        if n.op_type == 'QuantizeLinear' and n.input[0] not in inits
+    ]
 
 
 @pytest.fixture(scope='module')
@@ -42,13 +44,17 @@ def test_flavours_and_fp16_are_built_and_recorded(model_copy, ham):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     u8 = {t.data_type for t in onnx.load(str(model_copy / 'model.int8-u8.onnx')).graph.initializer}
+    s8 = onnx.load(str(model_copy / 'model.int8-s8.onnx')).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in s8.initializer}
     s8_zero = [
-        numpy_helper.to_array(t)
-        for t in onnx.load(str(model_copy / 'model.int8-s8.onnx')).graph.initializer
-        if t.name.endswith('_zero_point')
+        inits[n.input[2]] for n in s8.node if n.op_type == 'QuantizeLinear' and len(n.input) > 2
     ]
+    assert len(s8_zero) > 20
     assert onnx.TensorProto.UINT8 in u8  # asymmetric uint8 activations for the CPU
     assert all(z.dtype == np.int8 and not z.any() for z in s8_zero)  # symmetric int8 for TRT
+    float_weights = {t.name for t in s8.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    kept = [n for n in s8.node if n.op_type == 'Conv' and n.input[1] in float_weights]
+    assert len(kept) == 6  # MobileNetV2 blocks 0-1 stay in float, the rest is int8
     card = (model_copy / 'model_card.json').read_text()
     assert '"flavour": "s8"' in card and '"calibration_images": 32' in card
     out = open_engine(model_copy, 'int8', 'onnxruntime').infer(
@@ -59,15 +65,17 @@ def test_flavours_and_fp16_are_built_and_recorded(model_copy, ham):
 
 @pytest.mark.slow
 def test_entropy_calibration_is_not_minmax(model_copy):
-    minmax = _scales(model_copy / 'model.int8-u8.onnx')
-    build_variants(
-        model_copy,
-        VariantConfig(precisions=('int8',), calibration_images=32, calibration_method='entropy'),
-    )
-    entropy = _scales(model_copy / 'model.int8-u8.onnx')
-    activation = [n for n in entropy if n in minmax and entropy[n].size == 1]
-    narrower = sum(float(entropy[n]) < float(minmax[n]) * 0.99 for n in activation)
-    assert narrower > len(activation) // 4, 'entropy clipped no more ranges than min-max'
+    def int8_scales(method):
+        config = VariantConfig(
+            precisions=('int8',), calibration_images=32, calibration_method=method
+        )
+        build_variants(model_copy, config)
+        return _activation_scales(model_copy / 'model.int8-u8.onnx')
+
+    minmax, entropy = int8_scales('minmax'), int8_scales('entropy')
+    assert len(minmax) == len(entropy) > 20
+    narrower = sum(e < m * 0.99 for m, e in zip(minmax, entropy))
+    assert narrower > len(minmax) // 4, 'entropy clipped no more ranges than min-max'
 
 
 def test_calibration_never_uses_heldout_images(ham_model):

@@ -23,6 +23,7 @@ def _variants(args: argparse.Namespace) -> int:
         calibration_method=args.calibration_method,
         backends=tuple(args.backend),
         precisions=tuple(args.precision),
+        **({} if args.keep_float is None else {'keep_float': tuple(args.keep_float)}),
     )
     for path in build_variants(args.model_dir, config, args.calibration_data):
         print(path)
@@ -78,6 +79,14 @@ def parser() -> argparse.ArgumentParser:
     variants.add_argument('--calibration-images', type=int, default=500)
     variants.add_argument(
         '--calibration-method', default='entropy', choices=['minmax', 'entropy', 'percentile']
+    )
+    variants.add_argument(
+        '--keep-float',
+        nargs='*',
+        default=None,
+        metavar='NAME_PART',
+        help='nodes left in float in INT8 variants (default: MobileNetV2 '
+        'blocks 0-1; give no value to quantize every node)',
     )
     variants.add_argument('--precision', nargs='+', default=precisions, choices=precisions)
     variants.add_argument('--backend', nargs='+', default=['onnxruntime'], choices=backends)

@@ -84,8 +84,9 @@ def _phase(
         for s in range(0, len(order), cfg.batch_size):
             b = order[s : s + cfg.batch_size]
             x = np.asarray(acts[rng.integers(0, views, len(b)), fit[b]], np.float32)
-            if noise is not None:
+            if noise is not None:  # per-value noise plus a per-image channel offset of half of it
                 x += rng.standard_normal(x.shape, np.float32) * noise
+                x += rng.standard_normal((len(b), 1, 1, x.shape[-1]), np.float32) * noise / 2
             losses.append(float(step(x, y[fit[b]].astype(np.float32), weights[b])))
         auc = _auc(y[val], predict_logits(top, acts, val))
         history.epochs.append(
