@@ -53,6 +53,7 @@ def replay(
     for spec in nodes:
         if spec.name == 'bag_player':
             spec.params['progress'] = False
+            spec.params['publish_log'] = str(output_dir / 'published.csv')
     logs = output_dir / 'logs'
     logs.mkdir(exist_ok=True)
     procs = start(nodes, env, logs)
@@ -103,6 +104,25 @@ def energy_per_inference(run_dir: Path) -> float | None:
     return joules / count if count and np.isfinite(joules) else None
 
 
+def replay_latency(run_dir: Path, rows: list[dict]) -> np.ndarray:
+    """Milliseconds from the player publishing a frame to the recorder receiving its diagnosis.
+
+    (A Diagnosis' own latency_ms counts from the frame's capture stamp, which for a bag is the
+    recording time.) Falls back to latency_ms where the player kept no publish log.
+    """
+    log = run_dir.parent / 'published.csv'
+    if not log.is_file():
+        return np.array([float(r['latency_ms']) for r in rows])
+    sent = {int(r['stamp_ns']): int(r['published_ns']) for r in csv.DictReader(log.open())}
+    return np.array(
+        [
+            (int(r['received_ns']) - sent[int(r['stamp_ns'])]) / 1e6
+            for r in rows
+            if int(r['stamp_ns']) in sent
+        ]
+    )
+
+
 def score_run(run_dir: Path, bag: Path) -> dict:
     """Metrics of one replay, matching diagnoses to ground truth by the frames' stamps."""
     truth = ground_truth(bag)
@@ -115,7 +135,7 @@ def score_run(run_dir: Path, bag: Path) -> dict:
     prob = np.array([float(r['probability']) for _, r in matched])
     threshold = float(matched[0][1]['threshold'])
     report = binary_report(y, prob, threshold)
-    latency = np.array([float(r['latency_ms']) for _, r in matched])
+    latency = replay_latency(run_dir, [r for _, r in matched])
     engine = np.array([float(r['inference_ms']) for _, r in matched])
     with (run_dir / 'scored.csv').open('w', newline='') as f:
         writer = csv.writer(f)

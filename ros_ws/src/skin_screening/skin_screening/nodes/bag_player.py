@@ -62,14 +62,41 @@ class BagPlayerNode(Node):
         )
         p(
             'start_delay_s',
-            1.0,
+            0.5,
             descriptor(
-                'Wait for subscribers before the first frame.',
+                'Extra wait once the pipeline is connected.',
                 read_only=True,
                 float_range=(0.0, 60.0),
             ),
         )
+        p(
+            'wait_s',
+            120.0,
+            descriptor(
+                'Wait at most this long for an image subscriber and for diagnosis subscribers '
+                '(this player and a recorder) before the first frame.',
+                read_only=True,
+                float_range=(0.0, 3600.0),
+            ),
+        )
+        p(
+            'diagnosis_subscribers',
+            2,
+            descriptor(
+                'Subscribers of diagnosis to wait for, this player included (2 = a recorder too).',
+                read_only=True,
+                int_range=(1, 100),
+            ),
+        )
         p('progress', True, descriptor('Progress bar on stderr.', read_only=True))
+        p(
+            'publish_log',
+            '',
+            descriptor(
+                'CSV of (stamp_ns, published_ns) per frame, for replay latency (empty: none).',
+                read_only=True,
+            ),
+        )
         gp = self.get_parameter
         self.bag = gp('bag').value
         self.total = count_frames(self.bag, gp('topic').value or None)
@@ -78,6 +105,7 @@ class BagPlayerNode(Node):
         out = 'image_raw/compressed' if gp('compressed').value else 'image_raw'
         self._pub = self.create_publisher(msgtype, out, qos)
         self._pending: dict[int, float] = {}
+        self._log: list[tuple[int, int]] = []
         self._answered = threading.Condition()
         self.published = self.answered = self.lost = 0
         self.error = ''
@@ -88,7 +116,17 @@ class BagPlayerNode(Node):
             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE),
         )
         self.done = threading.Event()
-        threading.Thread(target=self._play, daemon=True).start()
+        threading.Thread(target=self._play_safely, daemon=True).start()
+
+    def _play_safely(self) -> None:
+        """Play; whatever goes wrong ends the node with an error instead of a silent hang."""
+        try:
+            self._play()
+        except Exception as exc:  # noqa: BLE001 - reported and turned into the exit code
+            self.error = f'replay failed: {type(exc).__name__}: {exc}'
+            self.get_logger().error(self.error)
+        finally:
+            self.done.set()
 
     def _on_diagnosis(self, msg: Diagnosis) -> None:
         with self._answered:
@@ -106,6 +144,15 @@ class BagPlayerNode(Node):
         gp = self.get_parameter
         rate, window = gp('rate').value, gp('max_in_flight').value
         timeout = gp('answer_timeout_s').value
+        deadline = time.monotonic() + gp('wait_s').value
+        while (
+            self._pub.get_subscription_count() < 1
+            or self.count_subscribers('diagnosis') < gp('diagnosis_subscribers').value
+        ):
+            if time.monotonic() > deadline:
+                self.get_logger().warning('pipeline not fully connected; replaying anyway')
+                break
+            time.sleep(0.1)
         time.sleep(gp('start_delay_s').value)
         bar = None
         if gp('progress').value:
@@ -128,6 +175,7 @@ class BagPlayerNode(Node):
                 with self._answered:
                     self._pending[frame.stamp_ns] = time.monotonic()
                 self._pub.publish(frame.raw)
+                self._log.append((frame.stamp_ns, time.time_ns()))
                 self.published += 1
                 if bar is not None:
                     bar.update(1)
@@ -141,6 +189,10 @@ class BagPlayerNode(Node):
             self._expire(0.0)
         if bar is not None:
             bar.close()
+        if gp('publish_log').value:
+            with open(gp('publish_log').value, 'w') as f:
+                f.write('stamp_ns,published_ns\n')
+                f.writelines(f'{stamp},{sent}\n' for stamp, sent in self._log)
         self.get_logger().info(
             f'replay finished: {self.published}/{self.total} frames published, '
             f'{self.answered} answered, {self.lost} lost'
