@@ -198,7 +198,6 @@ class BagPlayerNode(Node):
             f'{self.answered} answered, {self.lost} lost'
             + (f'; {self.error}' if self.error else '')
         )
-        self.done.set()
 
 
 def main(args=None) -> None:
