@@ -23,7 +23,7 @@ def _activation_scales(path):
 
 
 @pytest.fixture(scope='module')
-def model_copy(ham_model, tmp_path_factory):
+def model_copy(ham_model, ham, tmp_path_factory):
     folder = tmp_path_factory.mktemp('variants')
     for name in ('model.fp32.onnx', 'model_card.json', 'split.csv', 'heldout.csv'):
         shutil.copy(ham_model / name, folder / name)
@@ -78,7 +78,7 @@ def test_entropy_calibration_is_not_minmax(model_copy):
     assert narrower > len(minmax) // 4, 'entropy clipped no more ranges than min-max'
 
 
-def test_calibration_never_uses_heldout_images(ham_model):
+def test_calibration_never_uses_heldout_images(ham_model, ham):
     import csv
 
     from training.variants import calibration_paths

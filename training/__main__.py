@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     )
     variants.add_argument('--calibration-images', type=int, default=500)
     variants.add_argument(
-        '--calibration-method', default='entropy', choices=['minmax', 'entropy', 'percentile']
+        '--calibration-method', default='percentile', choices=['minmax', 'entropy', 'percentile']
     )
     variants.add_argument(
         '--keep-float',
