@@ -34,6 +34,7 @@ ensure_messages()
 
 import psutil  # noqa: E402
 import rclpy  # noqa: E402
+import rclpy.executors  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from skin_screening.core.classifier import Classifier  # noqa: E402
@@ -48,8 +49,8 @@ MODEL = REPO / 'data/models/mobilenetv2-a0.5'
 FULLRES = REPO.parent / 'shared/datasets/ham10000_fullres_sample/images'
 
 
-def frames(count: int = 32) -> list[np.ndarray]:
-    folder = FULLRES if FULLRES.is_dir() else REPO / 'data/samples/images'
+def frames(count: int = 32, small: bool = False) -> list[np.ndarray]:
+    folder = FULLRES if FULLRES.is_dir() and not small else REPO / 'data/samples/images'
     return [load_rgb(p) for p in sorted(folder.glob('*.jpg'))[:count]]
 
 
@@ -140,15 +141,18 @@ def main() -> int:
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--soak', type=int, default=0, help='frames for the memory soak (e.g. 10000)')
     p.add_argument('--soak-fps', type=float, default=60.0)
+    p.add_argument('--small', action='store_true', help='200x150 sample frames, not 600x450')
     args = p.parse_args()
-    images = frames()
+    images = frames(small=args.small)
     print(
         f'frames {images[0].shape[1]}x{images[0].shape[0]}, {args.fps:g} fps, '
         f'{args.threads} engine threads, ROS_DOMAIN_ID {os.environ["ROS_DOMAIN_ID"]}'
     )
     rclpy.init()
     node = rclpy.create_node('latency_bench')
-    spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
         print(
@@ -179,6 +183,8 @@ def main() -> int:
                 f'({rss[-1] - rss[0]:+.1f} MB)'
             )
     finally:
+        executor.shutdown()
+        spinner.join(timeout=5)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

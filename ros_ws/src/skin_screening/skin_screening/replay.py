@@ -104,23 +104,23 @@ def energy_per_inference(run_dir: Path) -> float | None:
     return joules / count if count and np.isfinite(joules) else None
 
 
-def replay_latency(run_dir: Path, rows: list[dict]) -> np.ndarray:
+def replay_latency(row: dict, sent: dict[int, int]) -> float:
     """Milliseconds from the player publishing a frame to the recorder receiving its diagnosis.
 
     (A Diagnosis' own latency_ms counts from the frame's capture stamp, which for a bag is the
     recording time.) Falls back to latency_ms where the player kept no publish log.
     """
+    stamp = int(row['stamp_ns'])
+    if stamp not in sent:
+        return float(row['latency_ms'])
+    return (int(row['received_ns']) - sent[stamp]) / 1e6
+
+
+def publish_log(run_dir: Path) -> dict[int, int]:
     log = run_dir.parent / 'published.csv'
     if not log.is_file():
-        return np.array([float(r['latency_ms']) for r in rows])
-    sent = {int(r['stamp_ns']): int(r['published_ns']) for r in csv.DictReader(log.open())}
-    return np.array(
-        [
-            (int(r['received_ns']) - sent[int(r['stamp_ns'])]) / 1e6
-            for r in rows
-            if int(r['stamp_ns']) in sent
-        ]
-    )
+        return {}
+    return {int(r['stamp_ns']): int(r['published_ns']) for r in csv.DictReader(log.open())}
 
 
 def score_run(run_dir: Path, bag: Path) -> dict:
@@ -135,7 +135,8 @@ def score_run(run_dir: Path, bag: Path) -> dict:
     prob = np.array([float(r['probability']) for _, r in matched])
     threshold = float(matched[0][1]['threshold'])
     report = binary_report(y, prob, threshold)
-    latency = replay_latency(run_dir, [r for _, r in matched])
+    sent = publish_log(run_dir)
+    latency = np.array([replay_latency(r, sent) for _, r in matched])
     engine = np.array([float(r['inference_ms']) for _, r in matched])
     with (run_dir / 'scored.csv').open('w', newline='') as f:
         writer = csv.writer(f)
@@ -143,7 +144,14 @@ def score_run(run_dir: Path, bag: Path) -> dict:
         for stamp in sorted(s for s in truth if s in by_stamp):
             t, r = truth[stamp], by_stamp[stamp]
             writer.writerow(
-                [stamp, t['y'], r['probability'], r['decision'], r['latency_ms'], t['image_id']]
+                [
+                    stamp,
+                    t['y'],
+                    r['probability'],
+                    r['decision'],
+                    replay_latency(r, sent),
+                    t['image_id'],
+                ]
             )
     received = np.array([int(r['received_ns']) for r in rows])
     span = (received.max() - received.min()) / 1e9 if len(received) > 1 else float('nan')
