@@ -136,7 +136,7 @@ def plot_latency(rows: list[dict], out: Path, plt) -> None:
             label=f'{row["precision"]} median {np.median(lat):.1f} ms',
         )
     ax.set(
-        xlabel='image stamp -> diagnosis published (ms)',
+        xlabel='frame published -> diagnosis recorded (ms)',
         ylabel='fraction of frames',
         title='Latency CDF (replay, across processes)',
     )
