@@ -64,9 +64,9 @@ def calibrate_and_score(cfg, y_val, val_logits, y_test, test_logits) -> dict:
 def run_training(cfg: RunConfig) -> Path:
     start = time.time()
     set_seeds(cfg.seed)
+    data = load_dataset(cfg.data)  # bad data stops here, before a run folder exists
     run_dir = make_run_dir(cfg.out_dir, cfg.name)
     cfg.save(run_dir / 'config.yaml')
-    data = load_dataset(cfg.data)
     spec = Preprocessing(cfg.model.input_size, cfg.model.resize)
     if cfg.train.recipe == 'cached':
         model = build_model(cfg.model)
