@@ -9,6 +9,7 @@ refused with the same error before the disk actually fills.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import errno
 import json
@@ -199,10 +200,9 @@ class SessionRecorder:
                 }
             )
         self._inferences = [t for t in self._inferences if t >= end]
-        keep = [i for i, t in enumerate(self._power_t) if t >= end] or []
-        if self._power_t:  # keep the last sample before the new window for interpolation
-            first = max(0, (keep[0] if keep else len(self._power_t)) - 1)
-            self._power_t, self._power_w = self._power_t[first:], self._power_w[first:]
+        # drop power samples before the new window, keeping the last one for interpolation
+        first = max(0, bisect.bisect_left(self._power_t, end) - 1)
+        self._power_t, self._power_w = self._power_t[first:], self._power_w[first:]
         self._window_start = end
 
     def close(self) -> dict:
