@@ -105,12 +105,9 @@ def evaluation_frames(args, card_dir: Path):
 
 def training_groups(model_dir: Path) -> set[str]:
     """Lesion ids the model was trained on (from its split.csv), empty when unknown."""
-    split = model_dir / 'split.csv'
-    if not split.is_file():
-        return set()
-    card = json.loads((model_dir / 'model_card.json').read_text())
-    held = str(card.get('data', {}).get('heldout_fold', 0))
-    return {r['group'] for r in csv.DictReader(split.open()) if r['fold'] != held}
+    from training.data import training_fold_rows
+
+    return {row['group'] for row in training_fold_rows(model_dir) or []}
 
 
 def direct_scores(frames, model_dir: Path, precision: str, backend: str) -> dict:

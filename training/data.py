@@ -169,6 +169,22 @@ def inner_split(data: LabelledSet, index: np.ndarray, fraction: float, seed: int
     return index[fit], index[val]
 
 
+def training_fold_rows(model_dir: str | Path) -> list[dict[str, str]] | None:
+    """Rows of a model folder's split file outside its held-out fold (what it was trained on).
+
+    None when the folder has no split file (a model trained elsewhere).
+    """
+    from skin_screening.core.model_card import ModelCard
+
+    card = ModelCard.load(model_dir)
+    split = Path(model_dir) / card.data.get('split_file', 'split.csv')
+    if not split.is_file():
+        return None
+    held = str(card.data.get('heldout_fold', 0))
+    with split.open(newline='') as f:
+        return [row for row in csv.DictReader(f) if row['fold'] != held]
+
+
 def read_images(data: LabelledSet, policy: str = 'skip'):
     """Decode every image; report unreadable ones (count + first paths); skip or fail."""
     images, keep, bad = [], [], []

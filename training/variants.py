@@ -29,7 +29,7 @@ from skin_screening.core.precision import (
 )
 from skin_screening.core.preprocess import Preprocessing, load_rgb, prepare
 
-from .data import DataError
+from .data import DataError, training_fold_rows
 from .graph import compact_names, drop_zero_weight_zero_points, fold_conv_affine
 
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
@@ -59,13 +59,10 @@ class VariantConfig:
 
 def calibration_paths(model_dir: Path, csv_path: str | Path | None, count: int, seed: int):
     """Image paths for calibration: a CSV (column path), or the run's training folds."""
-    card = ModelCard.load(model_dir)
     if csv_path is None:
-        split = model_dir / card.data.get('split_file', 'split.csv')
-        if not split.is_file():
+        rows = training_fold_rows(model_dir)
+        if rows is None:
             raise DataError(f'{model_dir} has no split.csv: pass --calibration-data CSV')
-        held = str(card.data.get('heldout_fold', 0))
-        rows = [r for r in csv.DictReader(split.open()) if r['fold'] != held]
     else:
         rows = list(csv.DictReader(Path(csv_path).open()))
     if not rows or 'path' not in rows[0]:
