@@ -114,14 +114,14 @@ def write_bag(
 
 
 def _open(path: Path):
-    from rosbags.highlevel import AnyReader, AnyReaderError
+    from rosbags.highlevel import AnyReader
 
     if not Path(path).exists():
         raise BagError(f'bag {path} not found')
     reader = AnyReader([Path(path)], default_typestore=typestore())
     try:
         reader.open()
-    except (AnyReaderError, Exception) as exc:  # rosbags raises several error types
+    except Exception as exc:  # rosbags raises several error types (AnyReaderError, ...)
         raise BagError(f'cannot open bag {path} (corrupt or not a rosbag2?): {exc}') from exc
     return reader
 
