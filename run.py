@@ -61,14 +61,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def ros_env() -> dict[str, str]:
-    """Local-only DDS on a domain of this run's own (unless the caller chose one)."""
-    env = dict(os.environ)
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
-    return env
-
-
 def evaluation_frames(args, card_dir: Path):
     """Labelled frames of the dataset (held-out lesions only when asked or when known)."""
     import numpy as np
@@ -171,6 +163,7 @@ def main(argv=None) -> int:
         return 2
     from skin_screening.core.bags import BagError, write_bag
     from skin_screening.core.engines import EngineError, variant_path
+    from skin_screening.launching import ros_environment
     from skin_screening.replay import ReplayError, replay, score_run
 
     start = time.time()
@@ -189,7 +182,9 @@ def main(argv=None) -> int:
             n = write_bag(bag, frames, rate_hz=args.bag_rate_hz, storage=args.storage)
             print(f'wrote {n} held-out frames to {bag}')
         fp32_size = variant_path(args.model_dir, 'fp32', args.backend).stat().st_size / 1e6
-        rows, env = [], ros_env()
+        # Local-only DDS on a domain of this run's own (unless the caller chose one).
+        domain = os.environ.get('ROS_DOMAIN_ID') or random.Random(os.getpid()).randint(1, 100)
+        rows, env = [], ros_environment(domain=int(domain))
         for precision in args.precisions:
             print(f'replaying {bag.name} at {precision} on {args.backend} ...', flush=True)
             run_dir = replay(

@@ -25,10 +25,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(151, 200)))
-
 from skin_screening.bootstrap import ensure_messages  # noqa: E402
+from skin_screening.launching import NodeSpec, ros_environment  # noqa: E402
+
+# Local-only discovery, the project's Fast DDS profile, a domain of this run's own.
+os.environ.update(
+    ros_environment(domain=int(os.environ.get('ROS_DOMAIN_ID') or random.randint(151, 200)))
+)
 
 ensure_messages()
 
@@ -40,7 +43,6 @@ from sensor_msgs.msg import Image  # noqa: E402
 from skin_screening.core.classifier import Classifier  # noqa: E402
 from skin_screening.core.frames import rgb_to_fields  # noqa: E402
 from skin_screening.core.preprocess import load_rgb  # noqa: E402
-from skin_screening.launching import NodeSpec  # noqa: E402
 from skin_screening.nodes.common import stamp_to_ns  # noqa: E402
 from skin_screening_msgs.msg import Diagnosis  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -71,6 +73,7 @@ class Load:
         self.node, self.images = node, images
         self.pub = node.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
         self.got: dict[int, float] = {}
+        self.in_node: dict[int, tuple[float, float]] = {}
         self.sent: list[int] = []
         node.create_subscription(
             Diagnosis,
@@ -81,7 +84,9 @@ class Load:
         self.messages = [rgb_to_fields(im) for im in images]
 
     def _on(self, msg) -> None:
-        self.got[stamp_to_ns(msg.header.stamp)] = time.time_ns()
+        stamp = stamp_to_ns(msg.header.stamp)
+        self.got[stamp] = time.time_ns()
+        self.in_node[stamp] = (msg.latency_ms, msg.inference_ms)
 
     def run(self, count: int, fps: float) -> None:
         period = 1.0 / fps
@@ -157,7 +162,7 @@ def main() -> int:
     try:
         print(
             f'{"precision":<9} {"engine ms":>9} {"e2e median":>10} {"e2e p99":>8} '
-            f'{"overhead":>8} {"answered":>9} {"dropped":>7}'
+            f'{"overhead":>8} {"answered":>9} {"dropped":>7} {"in node":>7} {"node eng":>8}'
         )
         for precision in ('fp32', 'int8'):
             engine = bare_engine_ms(images, precision, args.threads)
@@ -166,7 +171,9 @@ def main() -> int:
             print(
                 f'{precision:<9} {engine:>9.2f} {np.median(lat):>10.2f} '
                 f'{np.percentile(lat, 99):>8.2f} {np.median(lat) - engine:>+8.2f} '
-                f'{len(lat):>5}/{len(load.sent):<4}{len(load.sent) - len(lat):>6}',
+                f'{len(lat):>5}/{len(load.sent):<4}{len(load.sent) - len(lat):>6} '
+                f'{np.median([v[0] for v in load.in_node.values()]):>7.2f} '
+                f'{np.median([v[1] for v in load.in_node.values()]):>8.2f}',
                 flush=True,
             )
         if args.soak:

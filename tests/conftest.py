@@ -8,9 +8,11 @@ import random
 from pathlib import Path
 
 import pytest
+from skin_screening.launching import ros_environment
 
-# Any rclpy used in this process, and every child it starts, stays on this machine.
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# Any rclpy used in this process, and every child it starts, stays on this machine and uses the
+# project's Fast DDS profile (camera-sized frames over shared memory).
+os.environ.update(ros_environment())
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +39,8 @@ def pytest_sessionstart(session):
 def ros_env(monkeypatch) -> dict[str, str]:
     """Environment for ROS child processes: localhost discovery and a domain of this test's own."""
     domain = str(next(_domains))
-    monkeypatch.setenv('ROS_DOMAIN_ID', domain)
-    monkeypatch.setenv('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    for name, value in ros_environment(domain=domain).items():
+        monkeypatch.setenv(name, value)
     return dict(os.environ)
 
 

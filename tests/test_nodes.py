@@ -288,3 +288,33 @@ def test_tensorrt_falls_back_only_when_configured(ros_env, tmp_path, ham_model):
         stop(proc)
     log = (tmp_path / 'log').read_text()
     assert 'fell back to onnxruntime' in log and 'fp32 on onnxruntime' in log
+
+
+@pytest.mark.ros
+def test_camera_sized_frames_arrive_over_best_effort(ros_env, tmp_path, ham_model, ham_fullres):
+    """600x450 rgb8 frames (810 KB, over Fast DDS's default 512 KiB shared-memory segment) at
+    30 fps with sensor-data QoS: the project's DDS profile must carry them (without it 0-6 of
+    150 arrived here)."""
+    import time
+
+    from skin_screening.core.preprocess import load_rgb
+
+    frames = [rgb_to_fields(load_rgb(p)) for p in sorted(ham_fullres.glob('images/*.jpg'))[:4]]
+    assert frames[0]['width'] * frames[0]['height'] * 3 > 512 * 1024
+    proc = node_process(
+        'inference_node', 'inference', ros_env, tmp_path / 'node.log', model_dir=str(ham_model)
+    )
+    try:
+        with probe_node() as node:
+            watch = Watch(node)
+            pub = node.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
+            wait_for(lambda: watch.has_status('inference'), 60, 'the inference node')
+            wait_for(lambda: pub.get_subscription_count() >= 2, 10, 'the node to subscribe')
+            for i in range(60):
+                pub.publish(_image(100 + i, **frames[i % len(frames)]))
+                time.sleep(1 / 30)
+            wait_for(lambda: len(watch.diagnoses) >= 57, 20, '57 of 60 diagnoses')
+    finally:
+        stop(proc)
+    stamps = {d.header.stamp.sec for d in watch.diagnoses}
+    assert stamps <= set(range(100, 160))

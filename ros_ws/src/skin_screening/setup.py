@@ -32,7 +32,7 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
-        ('share/' + package_name + '/launch', glob('../../../launch/*.launch.*')),
+        ('share/' + package_name + '/launch', glob('../../../launch/*.xml')),
         ('share/' + package_name + '/launch/params', glob('../../../launch/params/*.yaml')),
         *shipped_models(),
     ],

@@ -1,9 +1,9 @@
 """Run the project's declarative ROS 2 launch files where `ros2 launch` is not installed.
 
-Understands the subset the project's XML launch files use: <arg name default>, <node pkg exec
-name> with <param name value>, <param from=YAML>, <remap from to>, and the substitutions
-$(var NAME) and $(find-pkg-share skin_screening). On a device, `ros2 launch` runs the same files.
-Nodes start as separate processes (python -m skin_screening.nodes.<module>).
+Understands the subset the project's XML launch files use: <arg name default>, <set_env name
+value>, <node pkg exec name> with <param name value>, <param from=YAML>, <remap from to>, and the
+substitutions $(var NAME) and $(find-pkg-share skin_screening). On a device, `ros2 launch` runs
+the same files. Nodes start as separate processes (python -m skin_screening.nodes.<module>).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 PACKAGE = 'skin_screening'
+DDS_PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 _SUBST = re.compile(r'\$\((var|find-pkg-share) ([^)]+)\)')
 
 
@@ -33,6 +35,21 @@ def package_share() -> Path:
     return repo_root()
 
 
+def ros_environment(
+    base: Mapping[str, str] | None = None, domain: int | str | None = None
+) -> dict[str, str]:
+    """Environment for ROS processes started here: discovery on this machine only, the
+    project's Fast DDS profile (camera frames over shared memory) unless one is already chosen,
+    and `domain` as ROS_DOMAIN_ID when given."""
+    env = dict(os.environ if base is None else base)
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    # Fast DDS 3 (the wheels here); the launch files also set the 2.x name for Humble/Jazzy.
+    env.setdefault(DDS_PROFILE_VARIABLES[0], str(package_share() / 'launch' / 'fastdds.xml'))
+    if domain is not None:
+        env['ROS_DOMAIN_ID'] = str(domain)
+    return env
+
+
 @dataclass
 class NodeSpec:
     package: str
@@ -41,6 +58,7 @@ class NodeSpec:
     params: dict[str, object] = field(default_factory=dict)
     param_files: list[Path] = field(default_factory=list)
     remaps: list[tuple[str, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def module(self) -> str:
@@ -91,6 +109,7 @@ def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[N
         raise LaunchError(f'cannot read launch file {path}: {exc}') from exc
     given = {k: str(v) for k, v in (args or {}).items()}
     values: dict[str, str] = {}
+    env: dict[str, str] = {}
 
     def sub(text: str) -> str:
         def one(match: re.Match) -> str:
@@ -115,9 +134,14 @@ def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[N
                 values[name] = sub(element.get('default'))
             else:
                 raise LaunchError(f'{path.name}: argument {name!r} is required')
+        elif element.tag == 'set_env':
+            env[element.get('name')] = sub(element.get('value'))
         elif element.tag == 'node':
             spec = NodeSpec(
-                element.get('pkg'), element.get('exec'), element.get('name') or element.get('exec')
+                element.get('pkg'),
+                element.get('exec'),
+                element.get('name') or element.get('exec'),
+                env=dict(env),
             )
             for child in element:
                 if child.tag == 'param' and child.get('from'):
@@ -136,13 +160,12 @@ def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[N
 
 
 def start(nodes: list[NodeSpec], env: dict[str, str] | None = None, log_dir: Path | None = None):
-    """Start every node as its own process; returns {name: Popen}."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    """Start every node as its own process (local-only discovery); returns {name: Popen}."""
+    env = ros_environment(env)
     procs = {}
     for spec in nodes:
         out = open(log_dir / f'{spec.name}.log', 'w') if log_dir else subprocess.DEVNULL
         procs[spec.name] = subprocess.Popen(
-            spec.argv(), env=env, stdout=out, stderr=subprocess.STDOUT
+            spec.argv(), env=env | spec.env, stdout=out, stderr=subprocess.STDOUT
         )
     return procs
