@@ -41,6 +41,20 @@ def print_report(metrics: dict) -> None:
         )
 
 
+def print_uncertainty(metrics: dict) -> None:
+    print('\n## calibration and referral (entropy; bound chosen on inner validation for 80 %)')
+    keys = ('error_auroc_entropy', 'error_auroc_epistemic', 'coverage', 'f1_all', 'f1_kept')
+    print('fold  ' + '  '.join(f'{k:>21}' for k in ('ece before', 'ece after', *keys)))
+    for fold in metrics['cv_folds']:
+        u = fold['uncertainty']
+        values = [fold['ece_uncalibrated'], fold['at_threshold']['ece'], *(u[k] for k in keys)]
+        print(f'{fold["fold"]:>4}  ' + '  '.join(f'{v:>21.4f}' for v in values))
+    summary = metrics['cv_summary']
+    cells = [summary['ece_uncalibrated'], summary['at_threshold']['ece']]
+    cells += [summary['uncertainty'][k] for k in keys]
+    print('mean  ' + '  '.join(f'{c["mean"]:>14.3f}±{c["std"]:.3f}' for c in cells))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default=None)
@@ -48,11 +62,16 @@ def main() -> int:
     parser.add_argument('--report', default=None, help='only print the report of a run folder')
     args = parser.parse_args()
     if args.report:
-        print_report(json.loads((Path(args.report) / 'metrics.json').read_text()))
+        metrics = json.loads((Path(args.report) / 'metrics.json').read_text())
+        print_report(metrics)
+        if 'uncertainty' in metrics['cv_summary']:
+            print_uncertainty(metrics)
         return 0
     start = time.time()
     run_dir = run_training(load_config(args.config, args.set))
-    print_report(json.loads((run_dir / 'metrics.json').read_text()))
+    metrics = json.loads((run_dir / 'metrics.json').read_text())
+    print_report(metrics)
+    print_uncertainty(metrics)
     print(f'\nwall time {time.time() - start:.0f} s; run folder {run_dir}')
     return 0
 

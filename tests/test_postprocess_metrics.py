@@ -5,8 +5,10 @@ import pytest
 from skin_screening.core.metrics import (
     binary_report,
     choose_threshold,
+    coverage_curve,
+    error_detection_auroc,
     expected_calibration_error,
-    fit_temperature,
+    fit_calibration,
 )
 from skin_screening.core.postprocess import (
     OTHER,
@@ -70,5 +72,34 @@ def test_temperature_fit_recovers_overconfidence():
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 2, 20000)
     y = (rng.random(20000) < 1 / (1 + np.exp(-logits))).astype(int)
-    assert fit_temperature(y, logits * 3) == pytest.approx(3.0, rel=0.05)
+    temperature, bias = fit_calibration(y, logits * 3)
+    assert temperature == pytest.approx(3.0, rel=0.05)
+    assert bias == pytest.approx(0.0, abs=0.05)
     assert expected_calibration_error(y, 1 / (1 + np.exp(-logits))) < 0.02
+
+
+def test_calibration_bias_undoes_a_prior_shift():
+    """Class weights shift logits by a constant; temperature alone cannot undo that."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(-1.5, 1.5, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-logits))).astype(int)
+    temperature, bias = fit_calibration(y, logits + 1.2)
+    assert temperature == pytest.approx(1.0, rel=0.05)
+    assert bias == pytest.approx(-1.2, abs=0.06)
+    rule = DecisionRule(temperature=temperature, bias=bias)
+    calibrated = score(logits + 1.2, rule).probability
+    assert expected_calibration_error(y, calibrated) < 0.02
+    assert expected_calibration_error(y, 1 / (1 + np.exp(-(logits + 1.2)))) > 0.1
+
+
+def test_uncertainty_ranks_errors_and_referral_raises_f1():
+    rng = np.random.default_rng(3)
+    p = rng.random(4000)
+    y = (rng.random(4000) < p).astype(int)  # calibrated: errors near 0.5
+    uncertainty = -np.abs(p - 0.5)
+    assert error_detection_auroc(y, p >= 0.5, uncertainty) > 0.7
+    assert np.isnan(error_detection_auroc(y, p >= 0.5, np.full(4000, np.nan)))
+    curve = coverage_curve(y, p, uncertainty, 0.5)
+    assert [c['coverage'] for c in curve][:2] == [1.0, 0.95]
+    at = {c['coverage']: c for c in curve}
+    assert at[0.8]['f1'] > at[1.0]['f1'] and at[0.5]['accuracy'] > at[0.8]['accuracy']

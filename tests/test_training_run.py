@@ -1,4 +1,8 @@
-"""A small real training run: a few hundred HAM10000 images -> ONNX + model card (CI-sized)."""
+"""A small real training run: a few hundred HAM10000 images -> ONNX + model card (CI-sized).
+
+The run has 3 heads and refers its 20 % most uncertain frames, so the K > 1 path goes through
+export, variants and the inference node here (K = 1 is the shipped model, tested everywhere).
+"""
 
 import json
 
@@ -31,6 +35,8 @@ def small_run(ham, tmp_path_factory):
             f'out_dir={out}',
             f'cache_dir={out / "cache"}',
             'export.check_images=16',
+            'model.heads=3',
+            'train.referral_coverage=0.8',
         ],
     )
     return run_training(config)
@@ -44,6 +50,10 @@ def test_training_writes_onnx_card_and_splits(small_run):
     assert len(card.metrics['cv_folds']) == 2
     assert 0.0 <= card.metrics['cv_summary']['at_threshold']['roc_auc']['mean'] <= 1.0
     assert card.decision.temperature > 0 and 0 < card.decision.threshold < 1
+    assert card.heads == 3 and card.decision.referral_threshold > 0
+    uncertainty = card.metrics['cv_folds'][0]['uncertainty']
+    assert 0.5 < uncertainty['coverage'] <= 1.0 and uncertainty['curve'][0]['coverage'] == 1.0
+    assert 0.0 <= uncertainty['error_auroc_epistemic'] <= 1.0
     config = (small_run / 'config.yaml').read_text()
     assert 'limit: 300' in config and 'seed: 1234' in config
     assert json.loads((small_run / 'metrics.json').read_text())['holdout']['fold'] == 0
@@ -57,7 +67,59 @@ def test_exported_onnx_runs_real_images_with_dynamic_batch(small_run, ham):
     images = sorted((ham / 'images').glob('*.jpg'))[:5]
     x = np.stack([prepare(load_rgb(p), card.preprocessing) for p in images])
     (logits,) = session.run(None, {'image': x})
-    assert logits.shape == (5, 1) and np.all(np.isfinite(logits))
+    assert logits.shape == (5, 3) and np.all(np.isfinite(logits))
+    assert np.ptp(logits, axis=1).max() > 0  # the heads differ
+
+
+@pytest.mark.slow
+@pytest.mark.ros
+def test_multi_head_model_through_variants_and_node(small_run, sample_frames, ros_env, tmp_path):
+    import shutil
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from skin_screening.core.frames import rgb_to_fields
+    from skin_screening_msgs.msg import Diagnosis
+    from std_msgs.msg import Header
+
+    from tests.nodes_helpers import node_process, probe_node, stop, wait_for
+    from training.variants import VariantConfig, build_variants
+
+    model = tmp_path / 'model'
+    shutil.copytree(small_run, model)
+    build_variants(model, VariantConfig(precisions=('int8',), calibration_images=40))
+    card = ModelCard.load(model)
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    proc = node_process(
+        'inference_node',
+        'inference',
+        ros_env,
+        tmp_path / 'node.log',
+        model_dir=str(model),
+        precision='int8',
+        reliable=True,
+        queue_size=20,
+    )
+    try:
+        with probe_node() as node:
+            got = []
+            node.create_subscription(Diagnosis, 'diagnosis', got.append, reliable)
+            pub = node.create_publisher(Image, 'image_raw', reliable)
+            wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the inference node')
+            for i, frame in enumerate(sample_frames[0][:12]):
+                stamp = Header().stamp.__class__(sec=i + 1)
+                pub.publish(Image(header=Header(stamp=stamp), **rgb_to_fields(frame)))
+            wait_for(lambda: len(got) == 12, 60, '12 diagnoses')
+    finally:
+        stop(proc)
+    assert [d.header.stamp.sec for d in got] == list(range(1, 13))
+    assert all(d.precision == 'int8' and np.isfinite(d.epistemic) for d in got)
+    assert all(0.0 <= d.epistemic <= d.entropy + 1e-6 for d in got)
+    bound = card.decision.referral_threshold
+    assert all(d.referral_threshold == pytest.approx(bound, rel=1e-6) for d in got)
+    for d in got:  # float32 fields: skip the (unlikely) frames within rounding of the bound
+        if abs(d.entropy - bound) > 1e-5:
+            assert (d.label == 'refer') == (d.entropy > bound), (d.entropy, bound, d.label)
 
 
 @pytest.mark.slow

@@ -63,6 +63,10 @@ class TrainConfig:
     class_weights: bool = True
     threshold_policy: str = 'max_f1'  # max_f1 | min_sensitivity
     min_sensitivity: float = 0.90
+    # Fraction of frames the release model answers: the rest (most uncertain, bound chosen on
+    # inner validation) become REFER. 1.0 = never refer; CV reports 0.8 either way.
+    referral_coverage: float = 1.0
+    bootstrap_heads: bool = True  # with model.heads > 1: each head sees a Poisson(1) resample
 
 
 @dataclass

@@ -65,16 +65,20 @@ def _phase(
     heads = int(top.output.shape[-1])
 
     @tf.function(reduce_retracing=True)
-    def step(x, target, weight):
+    def step(x, target, weight):  # weight: batch x heads
         with tf.GradientTape() as tape:
             logits = top(x, training=True)
-            per_head = [loss_fn(target[:, None], logits[:, h : h + 1]) for h in range(heads)]
-            loss = tf.reduce_sum(tf.add_n(per_head) * weight) / tf.reduce_sum(weight) / heads
+            per_head = tf.stack(
+                [loss_fn(target[:, None], logits[:, h : h + 1]) for h in range(heads)], axis=1
+            )
+            loss = tf.reduce_sum(per_head * weight) / tf.reduce_sum(weight)
         grads = tape.gradient(loss, top.trainable_variables)
         optimizer.apply_gradients(zip(grads, top.trainable_variables))
         return loss
 
-    weights = class_weights(y[fit], cfg.class_weights)
+    weights = class_weights(y[fit], cfg.class_weights)[:, None] * np.ones((1, heads), np.float32)
+    if heads > 1 and cfg.bootstrap_heads:  # a fixed resample per head and phase
+        weights = weights * rng.poisson(1.0, weights.shape).astype(np.float32)
     noise = cfg.feature_noise * channel_std(acts, fit) if cfg.feature_noise > 0 else None
     best_auc, best_weights, waited = history.best.get('val_auc', -1.0), top.get_weights(), 0
     views = acts.shape[0]

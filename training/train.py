@@ -13,9 +13,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from skin_screening.core.metrics import binary_report, choose_threshold, fit_temperature, mean_std
+from skin_screening.core.metrics import (
+    binary_report,
+    choose_threshold,
+    coverage_curve,
+    error_detection_auroc,
+    expected_calibration_error,
+    fit_calibration,
+    mean_std,
+)
 from skin_screening.core.model_card import ModelCard
-from skin_screening.core.postprocess import DecisionRule, sigmoid
+from skin_screening.core.postprocess import DecisionRule, Scores, score, sigmoid
 from skin_screening.core.preprocess import Preprocessing
 
 from .config import RunConfig, set_seeds
@@ -24,6 +32,8 @@ from .export import export_verified
 from .features import cached_activations
 from .model import TrainingError, build_model
 from .recipe import predict_logits, train_cached
+
+REPORTED_COVERAGE = 0.8  # uncertainty evaluation: F1 of the 80 % least uncertain frames
 
 
 def make_run_dir(out_dir: str | Path, name: str) -> Path:
@@ -43,21 +53,50 @@ def write_split(path: Path, data: LabelledSet, fold: np.ndarray) -> None:
 
 
 def calibrate_and_score(cfg, y_val, val_logits, y_test, test_logits) -> dict:
-    """Temperature and threshold from inner validation; metrics on the held-out fold."""
-    temperature = fit_temperature(y_val, val_logits)
-    p_val = sigmoid(val_logits / temperature).mean(axis=1)
-    p_test = sigmoid(test_logits / temperature).mean(axis=1)
+    """Calibration, threshold and referral bound from inner validation; metrics on the fold."""
+    temperature, bias = fit_calibration(y_val, val_logits)
+    rule = DecisionRule(temperature=temperature, bias=bias)
+    val, test = score(val_logits, rule), score(test_logits, rule)
+    p_val, p_test = val.probability, test.probability
     threshold = choose_threshold(
         y_val, p_val, cfg.train.threshold_policy, cfg.train.min_sensitivity
     )
     sens_thr = choose_threshold(y_val, p_val, 'min_sensitivity', cfg.train.min_sensitivity)
     oracle = choose_threshold(y_test, p_test, 'max_f1')
+    coverage = cfg.train.referral_coverage
     return {
         'temperature': temperature,
+        'bias': bias,
         'threshold': threshold,
+        'referral_threshold': referral_bound(val, coverage) if coverage < 1 else None,
+        'ece_uncalibrated': expected_calibration_error(y_test, sigmoid(test_logits).mean(1)),
         'at_threshold': binary_report(y_test, p_test, threshold),
         'at_sensitivity_threshold': binary_report(y_test, p_test, sens_thr),
         'at_max_f1_on_fold': binary_report(y_test, p_test, oracle),
+        'uncertainty': uncertainty_report(val, y_test, test, threshold, REPORTED_COVERAGE),
+    }
+
+
+def referral_bound(scores: Scores, coverage: float, name: str = 'entropy') -> float:
+    """The uncertainty above which the (1 - coverage) most uncertain frames are referred."""
+    return float(np.quantile(getattr(scores, name), coverage))
+
+
+def uncertainty_report(val: Scores, y_test, test: Scores, threshold: float, coverage) -> dict:
+    """Error detection by each uncertainty score, and F1 with vs without referral."""
+    decision = test.probability >= threshold
+    bound = referral_bound(val, coverage)
+    kept = test.entropy <= bound
+    return {
+        'error_auroc_entropy': error_detection_auroc(y_test, decision, test.entropy),
+        'error_auroc_epistemic': error_detection_auroc(y_test, decision, test.epistemic),
+        'coverage_target': coverage,
+        'referral_threshold': bound,
+        'coverage': float(kept.mean()),
+        'f1_all': binary_report(y_test, test.probability, threshold)['f1'],
+        'f1_kept': binary_report(y_test[kept], test.probability[kept], threshold)['f1'],
+        'recall_kept': binary_report(y_test[kept], test.probability[kept], threshold)['recall'],
+        'curve': coverage_curve(y_test, test.probability, test.entropy, threshold),
     }
 
 
@@ -113,8 +152,9 @@ def run_training(cfg: RunConfig) -> Path:
         raise TrainingError(f'holdout_fold {cfg.split.holdout_fold} >= folds {cfg.split.folds}')
     summary = {
         key: mean_std([f[key] for f in folds])
-        for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold')
+        for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold', 'uncertainty')
     }
+    summary['ece_uncalibrated'] = mean_std([{'ece': f['ece_uncalibrated']} for f in folds])['ece']
     card = ModelCard.load(run_dir)
     holdout = next(f for f in folds if f['fold'] == cfg.split.holdout_fold)
     card.metrics = {'cv_folds': folds, 'cv_summary': summary, 'holdout': holdout}
@@ -146,7 +186,12 @@ def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
         name=cfg.name,
         architecture=f'{cfg.model.architecture} alpha={cfg.model.alpha}',
         preprocessing=spec,
-        decision=DecisionRule(temperature=result['temperature'], threshold=result['threshold']),
+        decision=DecisionRule(
+            temperature=result['temperature'],
+            bias=result['bias'],
+            threshold=result['threshold'],
+            referral_threshold=result['referral_threshold'],
+        ),
         heads=cfg.model.heads,
         data={
             'format': cfg.data.format,

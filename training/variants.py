@@ -196,7 +196,14 @@ def make_int8(
             calibrate_method=calib_method,
             calibration_cache_path=str(cache),
             nodes_to_exclude=nodes_matching(pre, keep_float) if keep_float else None,
-            extra_options={'ActivationSymmetric': symmetric, 'WeightSymmetric': True},
+            extra_options={
+                'ActivationSymmetric': symmetric,
+                'WeightSymmetric': True,
+                # Float biases: ORT still fuses QLinearConv (it quantizes them at load) and
+                # TensorRT wants them float; the int32 copies and their per-channel scales
+                # were 9 % of the file (851 -> 772 KB, same latency).
+                'QuantizeBias': False,
+            },
         )
     import onnx
 

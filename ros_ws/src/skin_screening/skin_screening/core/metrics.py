@@ -76,20 +76,57 @@ def choose_threshold(
     return float(thresholds[ok[-1]]) if len(ok) else float(thresholds[0])
 
 
-def fit_temperature(y: np.ndarray, logits: np.ndarray) -> float:
-    """Temperature minimising the validation negative log-likelihood (logits: N or N x K)."""
-    from scipy.optimize import minimize_scalar
+def fit_calibration(y: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """Temperature T and bias b minimising the validation NLL of mean_k sigmoid(z_k / T + b).
+
+    The bias undoes the prior shift that class weights put into the logits (temperature alone
+    cannot: it rescales around 0). logits: N or N x K.
+    """
+    from scipy.optimize import minimize
 
     y = np.asarray(y, float)
     z = np.asarray(logits, float)
     z = z[:, None] if z.ndim == 1 else z
 
-    def nll(log_t: float) -> float:
-        p = np.clip((1 / (1 + np.exp(-z / math.exp(log_t)))).mean(axis=1), 1e-7, 1 - 1e-7)
+    def nll(params: np.ndarray) -> float:
+        log_t, bias = params
+        p = (1 / (1 + np.exp(-(z / math.exp(log_t) + bias)))).mean(axis=1)
+        p = np.clip(p, 1e-7, 1 - 1e-7)
         return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
-    result = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method='bounded')
-    return float(math.exp(result.x))
+    bounds = [(math.log(0.05), math.log(20.0)), (-10.0, 10.0)]
+    result = minimize(nll, np.zeros(2), method='L-BFGS-B', bounds=bounds)
+    return float(math.exp(result.x[0])), float(result.x[1])
+
+
+def error_detection_auroc(y: np.ndarray, decision: np.ndarray, uncertainty: np.ndarray) -> float:
+    """How well an uncertainty score ranks the model's own errors above its correct answers."""
+    from sklearn.metrics import roc_auc_score
+
+    wrong = np.asarray(decision).astype(int) != np.asarray(y).astype(int)
+    if wrong.all() or not wrong.any() or not np.all(np.isfinite(uncertainty)):
+        return math.nan
+    return float(roc_auc_score(wrong, uncertainty))
+
+
+def coverage_curve(
+    y: np.ndarray,
+    prob: np.ndarray,
+    uncertainty: np.ndarray,
+    threshold: float,
+    coverages=(1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5),
+) -> list[dict[str, float]]:
+    """Accuracy, sensitivity and F1 of the frames kept when the most uncertain are referred."""
+    order = np.argsort(uncertainty, kind='stable')
+    rows = []
+    for coverage in coverages:
+        keep = order[: max(1, int(round(coverage * len(order))))]
+        report = binary_report(y[keep], prob[keep], threshold)
+        rows.append(
+            {'coverage': float(coverage)}
+            | {k: report[k] for k in ('accuracy', 'recall', 'specificity', 'f1', 'positives')}
+        )
+    return rows
 
 
 def mean_std(reports: list[dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -26,6 +26,7 @@ class DecisionRule:
     """Calibration and decision parameters chosen on validation data, kept in the model card."""
 
     temperature: float = 1.0
+    bias: float = 0.0  # calibrated head probability: sigmoid(logit / temperature + bias)
     threshold: float = 0.5
     referral_threshold: float | None = None  # None: never REFER
     referral_score: str = 'entropy'
@@ -43,7 +44,7 @@ class DecisionRule:
 
     @classmethod
     def from_dict(cls, data: dict) -> DecisionRule:
-        keys = ('temperature', 'threshold', 'referral_threshold', 'referral_score')
+        keys = ('temperature', 'bias', 'threshold', 'referral_threshold', 'referral_score')
         return cls(**{k: data[k] for k in keys if k in data})
 
 
@@ -81,7 +82,7 @@ def as_logits(outputs: np.ndarray) -> np.ndarray:
 def score(outputs: np.ndarray, rule: DecisionRule) -> Scores:
     """Logits (N x K) -> probability (mean of heads), entropy, mutual information, decision."""
     logits = as_logits(outputs)
-    heads = sigmoid(logits / rule.temperature)
+    heads = sigmoid(logits / rule.temperature + rule.bias)
     probability = heads.mean(axis=1)
     entropy = binary_entropy(probability)
     if logits.shape[1] > 1:
