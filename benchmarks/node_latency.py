@@ -30,7 +30,10 @@ from skin_screening.launching import NodeSpec, ros_environment  # noqa: E402
 
 # Local-only discovery, the project's Fast DDS profile, a domain of this run's own.
 os.environ.update(
-    ros_environment(domain=int(os.environ.get('ROS_DOMAIN_ID') or random.randint(151, 200)))
+    ros_environment(
+        domain=int(os.environ.get('ROS_DOMAIN_ID') or random.randint(151, 200)),
+        large_frames=True,
+    )
 )
 
 ensure_messages()

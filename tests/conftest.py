@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from skin_screening.launching import ros_environment
 
-# Any rclpy used in this process, and every child it starts, stays on this machine and uses the
-# project's Fast DDS profile (camera-sized frames over shared memory).
+# Any rclpy used in this process, and every child it starts, stays on this machine.
 os.environ.update(ros_environment())
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 

@@ -69,6 +69,9 @@ def test_exported_onnx_runs_real_images_with_dynamic_batch(small_run, ham):
     (logits,) = session.run(None, {'image': x})
     assert logits.shape == (5, 3) and np.all(np.isfinite(logits))
     assert np.ptp(logits, axis=1).max() > 0  # the heads differ
+    (cam,) = session.run(['cam'], {'image': x})  # class activation map: its mean is the logit
+    assert cam.shape == (5, 3, 7, 7)
+    np.testing.assert_allclose(cam.mean(axis=(2, 3)), logits, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -76,7 +79,7 @@ def test_exported_onnx_runs_real_images_with_dynamic_batch(small_run, ham):
 def test_multi_head_model_through_variants_and_node(small_run, sample_frames, ros_env, tmp_path):
     import shutil
 
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from skin_screening.core.frames import rgb_to_fields
     from skin_screening_msgs.msg import Diagnosis
@@ -99,20 +102,25 @@ def test_multi_head_model_through_variants_and_node(small_run, sample_frames, ro
         precision='int8',
         reliable=True,
         queue_size=20,
+        publish_cam=True,
     )
     try:
         with probe_node() as node:
             got = []
             node.create_subscription(Diagnosis, 'diagnosis', got.append, reliable)
+            cams = []
+            node.create_subscription(Image, 'diagnosis/cam', cams.append, qos_profile_sensor_data)
             pub = node.create_publisher(Image, 'image_raw', reliable)
             wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the inference node')
             for i, frame in enumerate(sample_frames[0][:12]):
                 stamp = Header().stamp.__class__(sec=i + 1)
                 pub.publish(Image(header=Header(stamp=stamp), **rgb_to_fields(frame)))
-            wait_for(lambda: len(got) == 12, 60, '12 diagnoses')
+            wait_for(lambda: len(got) == 12 and len(cams) >= 11, 60, '12 diagnoses, CAMs')
     finally:
         stop(proc)
     assert [d.header.stamp.sec for d in got] == list(range(1, 13))
+    assert {(c.width, c.height, c.encoding) for c in cams} == {(224, 224, 'rgb8')}
+    assert {c.header.stamp.sec for c in cams} <= set(range(1, 13))
     assert all(d.precision == 'int8' and np.isfinite(d.epistemic) for d in got)
     assert all(0.0 <= d.epistemic <= d.entropy + 1e-6 for d in got)
     bound = card.decision.referral_threshold

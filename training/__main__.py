@@ -1,4 +1,4 @@
-"""python -m training {train,release,variants,evaluate} ... (see --help of each)."""
+"""python -m training {train,release,variants,evaluate,cam} ... (see --help of each)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,24 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cam(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from skin_screening.core.classifier import Classifier
+    from skin_screening.core.preprocess import load_rgb
+
+    from .explain import ensure_cam, heldout_examples, write_overlays
+
+    model_dir = Path(args.model_dir)
+    paths, labels = heldout_examples(model_dir, args.images)
+    if ensure_cam(model_dir, [load_rgb(p) for p in paths]):
+        print(f'added a cam output to {model_dir}/model.fp32.onnx: build its variants again')
+    out = Path(args.out or Path('data/cam') / model_dir.name)
+    for path in write_overlays(Classifier(model_dir, args.precision), paths, labels, out):
+        print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog='python -m training', description=__doc__)
     sub = root.add_subparsers(dest='command', required=True)
@@ -76,9 +94,9 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="CSV of calibration images (default: the run's split.csv, training folds only)",
     )
-    variants.add_argument('--calibration-images', type=int, default=500)
+    variants.add_argument('--calibration-images', type=int, default=1000)
     variants.add_argument(
-        '--calibration-method', default='percentile', choices=['minmax', 'entropy', 'percentile']
+        '--calibration-method', default='minmax', choices=['minmax', 'entropy', 'percentile']
     )
     variants.add_argument(
         '--keep-float',
@@ -106,6 +124,12 @@ def parser() -> argparse.ArgumentParser:
     rel.add_argument('--to', required=True, help='model folder, e.g. data/models/mobilenetv2-a0.5')
     rel.add_argument('--replace', action='store_true', help='overwrite a different model')
     rel.set_defaults(func=_release)
+    cam = sub.add_parser('cam', help='class activation map output + overlays of held-out images')
+    cam.add_argument('--model-dir', required=True)
+    cam.add_argument('--images', type=int, default=8)
+    cam.add_argument('--precision', default='fp32', choices=precisions)
+    cam.add_argument('--out', default=None, help='overlay folder (default: data/cam/MODEL_NAME)')
+    cam.set_defaults(func=_cam)
     return root
 
 

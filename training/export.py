@@ -1,4 +1,5 @@
-"""Keras -> ONNX (tf2onnx): dynamic batch, named input 'image' and output 'logits', verified."""
+"""Keras -> ONNX (tf2onnx): dynamic batch, named input 'image', outputs 'logits' and 'cam'
+(class activation map), verified against Keras."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .graph import add_cam_output
 from .model import TrainingError
 
 
@@ -34,7 +36,7 @@ def verify_against_keras(
 
     session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
     feed = {session.get_inputs()[0].name: images.astype(np.float32)}
-    got = session.run(None, feed)[0]
+    got = session.run(['logits'], feed)[0]
     want = np.asarray(model(images, training=False))
     diff = float(np.max(np.abs(got - want)))
     if not diff <= tolerance:
@@ -50,5 +52,6 @@ def export_verified(
     model: Any, path: Path, images: np.ndarray, input_size: int, opset: int, tolerance: float
 ) -> float:
     proto = to_onnx(model, input_size, opset)
+    add_cam_output(proto)
     path.write_bytes(proto.SerializeToString())
     return verify_against_keras(model, path, images, tolerance)

@@ -9,6 +9,7 @@ closing note), so the affine is folded into the conv's weights and bias, an exac
 from __future__ import annotations
 
 import numpy as np
+from skin_screening.core.explain import CAM_OUTPUT
 
 
 def _consumers(graph, name: str) -> list:
@@ -128,3 +129,52 @@ def drop_zero_weight_zero_points(model) -> int:
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
     return dropped
+
+
+def add_cam_output(model, logits: str = 'logits') -> bool:
+    """Add a class activation map output 'cam' (N x K x h x w, logit units), in place.
+
+    Finds feature map -> GlobalAveragePool -> [Squeeze/Reshape/Flatten] -> MatMul(W) [-> Add(b)]
+    -> `logits`, and adds the same head as a 1x1 Conv on the feature map. Pooling is linear,
+    so the CAM's spatial mean equals the logits: no gradients, and it survives any engine
+    (TensorRT included). Returns False (model unchanged) where the head has another shape.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    if any(o.name == CAM_OUTPUT for o in graph.output):
+        return True
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    node, bias = producer.get(logits), None
+    if node is not None and node.op_type == 'Add':
+        bias = next((i for i in node.input if i in inits), None)
+        node = next((producer.get(i) for i in node.input if i not in inits), None)
+    if node is None or node.op_type not in ('MatMul', 'Gemm') or node.input[1] not in inits:
+        return False
+    if node.op_type == 'Gemm' and any(a.name == 'transB' and a.i for a in node.attribute):
+        return False
+    if node.op_type == 'Gemm' and len(node.input) > 2:
+        bias = node.input[2]
+    weight = numpy_helper.to_array(inits[node.input[1]])  # C x K
+    pooled = producer.get(node.input[0])
+    while pooled is not None and pooled.op_type in ('Squeeze', 'Reshape', 'Flatten'):
+        pooled = producer.get(pooled.input[0])
+    if pooled is None or pooled.op_type != 'GlobalAveragePool' or weight.ndim != 2:
+        return False
+    channels, heads = weight.shape
+    kernel = numpy_helper.from_array(
+        np.ascontiguousarray(weight.T.reshape(heads, channels, 1, 1)), 'cam_head_weight'
+    )
+    b = numpy_helper.to_array(inits[bias]).reshape(-1) if bias else np.zeros(heads, np.float32)
+    b = numpy_helper.from_array(np.broadcast_to(b, (heads,)).astype(np.float32), 'cam_head_bias')
+    graph.initializer.extend([kernel, b])
+    graph.node.append(
+        helper.make_node(
+            'Conv', [pooled.input[0], kernel.name, b.name], [CAM_OUTPUT], name='cam_head'
+        )
+    )
+    graph.output.append(
+        helper.make_tensor_value_info(CAM_OUTPUT, 1, ['N', heads, 'h', 'w'])  # 1 = FLOAT
+    )
+    return True

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 PACKAGE = 'skin_screening'
-DDS_PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+DDS_PROFILE_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'  # Fast DDS 3; 2.x: FASTRTPS_...
 _SUBST = re.compile(r'\$\((var|find-pkg-share) ([^)]+)\)')
 
 
@@ -36,15 +36,18 @@ def package_share() -> Path:
 
 
 def ros_environment(
-    base: Mapping[str, str] | None = None, domain: int | str | None = None
+    base: Mapping[str, str] | None = None,
+    domain: int | str | None = None,
+    large_frames: bool = False,
 ) -> dict[str, str]:
-    """Environment for ROS processes started here: discovery on this machine only, the
-    project's Fast DDS profile (camera frames over shared memory) unless one is already chosen,
-    and `domain` as ROS_DOMAIN_ID when given."""
+    """Environment for ROS processes started here: discovery on this machine only, `domain` as
+    ROS_DOMAIN_ID when given, and with `large_frames` the project's Fast DDS profile (frames
+    over 512 KiB over shared memory; opt-in, see launch/fastdds.xml for its known issue)."""
     env = dict(os.environ if base is None else base)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    # Fast DDS 3 (the wheels here); the launch files also set the 2.x name for Humble/Jazzy.
-    env.setdefault(DDS_PROFILE_VARIABLES[0], str(package_share() / 'launch' / 'fastdds.xml'))
+    if large_frames:
+        profile = str(package_share() / 'launch' / 'fastdds.xml')
+        env[DDS_PROFILE_VARIABLE] = profile
     if domain is not None:
         env['ROS_DOMAIN_ID'] = str(domain)
     return env

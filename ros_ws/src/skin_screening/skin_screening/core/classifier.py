@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .engines import Engine, EngineError, open_engine, warmup
+from .explain import CAM_OUTPUT, cam_maps
 from .model_card import ModelCard
 from .postprocess import DecisionRule, Scores, score
 from .precision import Backend, Precision, parse_backend, parse_precision
-from .preprocess import prepare_batch
+from .preprocess import prepare_batch, resize, scale
 
 
 class Classifier:
@@ -58,6 +59,26 @@ class Classifier:
         """RGB uint8 frames -> (Scores, engine milliseconds for the batch)."""
         logits, ms = self.logits(prepare_batch(frames, self.card.preprocessing))
         return score(logits, self.rule), ms
+
+    @property
+    def has_cam(self) -> bool:
+        return CAM_OUTPUT in {o.name for o in self.engine.outputs}
+
+    def explain(
+        self, frames: Sequence[np.ndarray]
+    ) -> tuple[Scores, float, np.ndarray, np.ndarray]:
+        """RGB frames -> (Scores, engine ms, N x h x w activation maps in [0, 1], the crops the
+        model saw)."""
+        if not self.has_cam:
+            raise EngineError(f'{self.engine.path} has no {CAM_OUTPUT!r} output (export it again)')
+        spec = self.card.preprocessing
+        crops = np.stack([resize(frame, spec) for frame in frames])
+        start = time.perf_counter()
+        out = self.engine.infer({self.card.input_name: scale(crops, spec)})
+        ms = (time.perf_counter() - start) * 1000.0
+        rule = self.rule
+        cams = cam_maps(out[CAM_OUTPUT], rule.temperature, rule.bias)
+        return score(out[self.card.output_name], rule), ms, cams, crops
 
     def close(self) -> None:
         self.engine.close()

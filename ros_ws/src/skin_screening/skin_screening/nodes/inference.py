@@ -27,7 +27,8 @@ from skin_screening_msgs.msg import Alert, Diagnosis
 from ..core.alerts import AlertRule, AlertWindow
 from ..core.classifier import Classifier
 from ..core.engines import EngineError
-from ..core.frames import message_to_rgb
+from ..core.explain import overlay
+from ..core.frames import message_to_rgb, rgb_to_fields
 from ..core.model_card import ModelCardError
 from ..core.postprocess import LABELS, DecisionRule, NonFiniteOutput
 from ..core.precision import Backend, Precision
@@ -88,6 +89,14 @@ class InferenceNode(Node):
             descriptor(
                 "Entropy (nats) above which to REFER; -1 = the model card's (or off).",
                 float_range=(-1.0, 1.0),
+            ),
+        )
+        p(
+            'publish_cam',
+            False,
+            descriptor(
+                'Also publish the class activation map over the model view on diagnosis/cam.',
+                read_only=True,
             ),
         )
         p(
@@ -155,6 +164,9 @@ class InferenceNode(Node):
         self._last_problem: tuple[bytes, str] | None = None
         self._diagnosis_pub = self.create_publisher(Diagnosis, 'diagnosis', 50)
         self._alert_pub = self.create_publisher(Alert, 'alert', 10)
+        self._cam_pub = None
+        if gp('publish_cam').value:
+            self._cam_pub = self.create_publisher(Image, 'diagnosis/cam', qos_profile_sensor_data)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         qos = qos_profile_sensor_data
         if gp('reliable').value:
@@ -208,6 +220,9 @@ class InferenceNode(Node):
             if v['referral_threshold'] >= 0:
                 rule['referral_threshold'] = v['referral_threshold']
             clf.rule = DecisionRule.from_dict(rule)
+            if self.get_parameter('publish_cam').value and not clf.has_cam:
+                errors.append(f'{backend}: {clf.engine.path.name} has no CAM output')
+                continue
             if errors:
                 self.get_logger().warning(f'fell back to {backend}: {errors[0]}')
             return clf
@@ -265,7 +280,11 @@ class InferenceNode(Node):
         with self._lock:
             clf = self._classifier
             try:
-                scores, engine_ms = clf.classify([rgb])
+                if self._cam_pub is None:
+                    scores, engine_ms = clf.classify([rgb])
+                else:
+                    scores, engine_ms, cams, crops = clf.explain([rgb])
+                    cam = Image(header=msg.header, **rgb_to_fields(overlay(crops[0], cams[0])))
             except NonFiniteOutput as exc:
                 self._problem(ERROR, f'no diagnosis: {exc}')
                 return
@@ -288,6 +307,8 @@ class InferenceNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         out.latency_ms = (now_ns - stamp_to_ns(msg.header.stamp)) / 1e6
         self._diagnosis_pub.publish(out)
+        if self._cam_pub is not None:
+            self._cam_pub.publish(cam)
         self._stats.processed(out.latency_ms, engine_ms, time.monotonic())
         event = self._alerts.update(out.probability, out.entropy, stamp_to_ns(msg.header.stamp))
         if event is not None:
