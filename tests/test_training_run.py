@@ -66,7 +66,7 @@ def test_exported_onnx_runs_real_images_with_dynamic_batch(small_run, ham):
     assert session.get_inputs()[0].name == 'image' and session.get_outputs()[0].name == 'logits'
     images = sorted((ham / 'images').glob('*.jpg'))[:5]
     x = np.stack([prepare(load_rgb(p), card.preprocessing) for p in images])
-    (logits,) = session.run(None, {'image': x})
+    (logits,) = session.run(['logits'], {'image': x})
     assert logits.shape == (5, 3) and np.all(np.isfinite(logits))
     assert np.ptp(logits, axis=1).max() > 0  # the heads differ
     (cam,) = session.run(['cam'], {'image': x})  # class activation map: its mean is the logit
