@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from skin_screening.core.classifier import Classifier
-from skin_screening.core.explain import overlay
+from skin_screening.core.explain import CAM_OUTPUT, overlay
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.preprocess import load_rgb, prepare
 
@@ -27,19 +27,20 @@ def ensure_cam(model_dir: Path, images: list[np.ndarray], tolerance: float = 1e-
 
     path = model_dir / 'model.fp32.onnx'
     model = onnx.load(str(path))
-    if any(o.name == 'cam' for o in model.graph.output):
+    if any(o.name == CAM_OUTPUT for o in model.graph.output):
         return False
     if not add_cam_output(model):
         raise TrainingError(f'{path}: no pooled linear head found, cannot add a CAM output')
     card = ModelCard.load(model_dir)
     x = np.stack([prepare(image, card.preprocessing) for image in images])
-    before = ort.InferenceSession(str(path)).run(['logits'], {card.input_name: x})[0]
-    after = ort.InferenceSession(model.SerializeToString()).run(['logits'], {card.input_name: x})
-    if not np.max(np.abs(after[0] - before)) <= tolerance:
+    feed, wanted = {card.input_name: x}, [card.output_name]
+    before = ort.InferenceSession(str(path)).run(wanted, feed)[0]
+    after = ort.InferenceSession(model.SerializeToString()).run(wanted, feed)[0]
+    if not np.max(np.abs(after - before)) <= tolerance:
         raise TrainingError(f'{path}: adding the CAM output changed the logits; not written')
     onnx.save(model, str(path))
     kept = {k: v for k, v in card.files.get(path.name, {}).items() if k not in ('sha256', 'bytes')}
-    card.add_file(path, **(kept | {'outputs': ['logits', 'cam']}))
+    card.add_file(path, **(kept | {'outputs': [card.output_name, CAM_OUTPUT]}))
     card.save(model_dir)
     return True
 

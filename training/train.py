@@ -87,6 +87,7 @@ def uncertainty_report(val: Scores, y_test, test: Scores, threshold: float, cove
     decision = test.probability >= threshold
     bound = referral_bound(val, coverage)
     kept = test.entropy <= bound
+    kept_report = binary_report(y_test[kept], test.probability[kept], threshold)
     return {
         'error_auroc_entropy': error_detection_auroc(y_test, decision, test.entropy),
         'error_auroc_epistemic': error_detection_auroc(y_test, decision, test.epistemic),
@@ -94,8 +95,8 @@ def uncertainty_report(val: Scores, y_test, test: Scores, threshold: float, cove
         'referral_threshold': bound,
         'coverage': float(kept.mean()),
         'f1_all': binary_report(y_test, test.probability, threshold)['f1'],
-        'f1_kept': binary_report(y_test[kept], test.probability[kept], threshold)['f1'],
-        'recall_kept': binary_report(y_test[kept], test.probability[kept], threshold)['recall'],
+        'f1_kept': kept_report['f1'],
+        'recall_kept': kept_report['recall'],
         'curve': coverage_curve(y_test, test.probability, test.entropy, threshold),
     }
 

@@ -49,11 +49,16 @@ class Classifier:
         if self.card.output_name not in {o.name for o in self.engine.outputs}:
             raise EngineError(f'{self.engine.path} has no output {self.card.output_name!r}')
 
+    def outputs(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """Preprocessed N x S x S x 3 -> (every engine output by name, engine milliseconds)."""
+        start = time.perf_counter()
+        out = self.engine.infer({self.card.input_name: batch})
+        return out, (time.perf_counter() - start) * 1000.0
+
     def logits(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """Preprocessed N x S x S x 3 -> (N x K logits, engine milliseconds)."""
-        start = time.perf_counter()
-        out = self.engine.infer({self.card.input_name: batch})[self.card.output_name]
-        return out, (time.perf_counter() - start) * 1000.0
+        out, ms = self.outputs(batch)
+        return out[self.card.output_name], ms
 
     def classify(self, frames: Sequence[np.ndarray]) -> tuple[Scores, float]:
         """RGB uint8 frames -> (Scores, engine milliseconds for the batch)."""
@@ -73,12 +78,9 @@ class Classifier:
             raise EngineError(f'{self.engine.path} has no {CAM_OUTPUT!r} output (export it again)')
         spec = self.card.preprocessing
         crops = np.stack([resize(frame, spec) for frame in frames])
-        start = time.perf_counter()
-        out = self.engine.infer({self.card.input_name: scale(crops, spec)})
-        ms = (time.perf_counter() - start) * 1000.0
-        rule = self.rule
-        cams = cam_maps(out[CAM_OUTPUT], rule.temperature, rule.bias)
-        return score(out[self.card.output_name], rule), ms, cams, crops
+        out, ms = self.outputs(scale(crops, spec))
+        scores = score(out[self.card.output_name], self.rule)
+        return scores, ms, cam_maps(out[CAM_OUTPUT], self.rule), crops
 
     def close(self) -> None:
         self.engine.close()

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .postprocess import DecisionRule
+
 CAM_OUTPUT = 'cam'
 
 
-def cam_maps(cam: np.ndarray, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+def cam_maps(cam: np.ndarray, rule: DecisionRule) -> np.ndarray:
     """N x K x h x w logit maps -> N x h x w in [0, 1]: the calibrated probability per place."""
     cam = np.asarray(cam, np.float64)
     if cam.ndim != 4:
         raise ValueError(f'expected a CAM of shape N x K x h x w, got {cam.shape}')
-    return (1.0 / (1.0 + np.exp(-(cam / temperature + bias)))).mean(axis=1)
+    return rule.calibrate(cam).mean(axis=1)
 
 
 def overlay(crop: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:

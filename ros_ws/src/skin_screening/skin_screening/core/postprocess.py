@@ -42,6 +42,10 @@ class DecisionRule:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Logits (any shape) -> calibrated probabilities, element-wise."""
+        return sigmoid(logits / self.temperature + self.bias)
+
     @classmethod
     def from_dict(cls, data: dict) -> DecisionRule:
         keys = ('temperature', 'bias', 'threshold', 'referral_threshold', 'referral_score')
@@ -82,7 +86,7 @@ def as_logits(outputs: np.ndarray) -> np.ndarray:
 def score(outputs: np.ndarray, rule: DecisionRule) -> Scores:
     """Logits (N x K) -> probability (mean of heads), entropy, mutual information, decision."""
     logits = as_logits(outputs)
-    heads = sigmoid(logits / rule.temperature + rule.bias)
+    heads = rule.calibrate(logits)
     probability = heads.mean(axis=1)
     entropy = binary_entropy(probability)
     if logits.shape[1] > 1:
