@@ -2,10 +2,13 @@
 
     uv run result.py                 # newest data/runs/*-main
     uv run result.py --run data/runs/20261122T101500Z-main
+    uv run result.py --training data/runs/training/mobilenetv2-a0.5-...   # a training run
 
 Writes into the run folder: precision_table.png (size, latency, throughput, F1, energy as
 FP32 = 1 ratios, like the paper's table), roc_pr.png, reliability.png, latency_cdf.png and
 power.png (the power trace with inference windows, or a note where power was not measured).
+For a training run: uncertainty.png (ECE before/after calibration per fold; F1 and sensitivity
+of the non-referred frames vs coverage for each uncertainty score, mean over folds).
 """
 
 from __future__ import annotations
@@ -184,14 +187,52 @@ def plot_power(rows: list[dict], out: Path, plt) -> None:
     fig.savefig(out / 'power.png', dpi=120)
 
 
+def plot_uncertainty(metrics: dict, out: Path, plt) -> Path:
+    folds = metrics['cv_folds']
+    fig, (ece, f1, recall) = plt.subplots(1, 3, figsize=(13, 4))
+    x = np.arange(len(folds))
+    before = [f['ece_uncalibrated'] for f in folds]
+    after = [f['at_threshold']['ece'] for f in folds]
+    ece.bar(x - 0.2, before, 0.4, label='uncalibrated', color='#bbbbbb')
+    ece.bar(x + 0.2, after, 0.4, label='temperature + bias', color='#1f77b4')
+    ece.axhline(0.05, color='grey', ls='--', lw=0.8)
+    ece.set(xticks=x, xticklabels=[f'fold {f["fold"]}' for f in folds], ylabel='ECE')
+    ece.set_title('Calibration (goal <= 0.05)')
+    ece.legend()
+    for name in folds[0]['uncertainty']['curves']:
+        curves = [f['uncertainty']['curves'][name] for f in folds]
+        coverage = [c['coverage'] for c in curves[0]]
+        for ax, key in ((f1, 'f1'), (recall, 'recall')):
+            mean = np.nanmean([[c[key] for c in curve] for curve in curves], axis=0)
+            ax.plot(coverage, mean, 'o-', label=f'refer by {name}')
+    for ax, title in ((f1, 'F1'), (recall, 'sensitivity')):
+        ax.set(xlabel='coverage (frames not referred)', ylabel=title, xlim=(1.02, 0.48))
+        ax.set_title(f'{title} of the non-referred frames')
+        ax.legend()
+    fig.tight_layout()
+    path = out / 'uncertainty.png'
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--run', type=Path, default=None, help='a data/runs/*-main folder')
+    parser.add_argument('--training', type=Path, default=None, help='a training run folder')
     args = parser.parse_args(argv)
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
+    if args.training:
+        try:
+            metrics = json.loads((args.training / 'metrics.json').read_text())
+        except (FileNotFoundError, ValueError) as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 2
+        print(plot_uncertainty(metrics, args.training, plt))
+        return 0
 
     try:
         run = args.run or newest_run(REPO / 'data' / 'runs')

@@ -42,17 +42,20 @@ def print_report(metrics: dict) -> None:
 
 
 def print_uncertainty(metrics: dict) -> None:
-    print('\n## calibration and referral (entropy; bound chosen on inner validation for 80 %)')
-    keys = ('error_auroc_entropy', 'error_auroc_epistemic', 'coverage', 'f1_all', 'f1_kept')
-    print('fold  ' + '  '.join(f'{k:>21}' for k in ('ece before', 'ece after', *keys)))
-    for fold in metrics['cv_folds']:
-        u = fold['uncertainty']
-        values = [fold['ece_uncalibrated'], fold['at_threshold']['ece'], *(u[k] for k in keys)]
-        print(f'{fold["fold"]:>4}  ' + '  '.join(f'{v:>21.4f}' for v in values))
+    print('\n## calibration; referral of the 20 % most uncertain (bound from inner validation)')
+    print('ECE before -> after calibration: ', end='')
     summary = metrics['cv_summary']
-    cells = [summary['ece_uncalibrated'], summary['at_threshold']['ece']]
-    cells += [summary['uncertainty'][k] for k in keys]
-    print('mean  ' + '  '.join(f'{c["mean"]:>14.3f}±{c["std"]:.3f}' for c in cells))
+    before, after = summary['ece_uncalibrated'], summary['at_threshold']['ece']
+    print(f'{before["mean"]:.3f}±{before["std"]:.3f} -> {after["mean"]:.3f}±{after["std"]:.3f}')
+    u = summary['uncertainty']
+    print(f'F1 of all frames: {u["f1_all"]["mean"]:.3f}±{u["f1_all"]["std"]:.3f}')
+    titles = ('score', 'error AUROC', 'coverage', 'F1 kept', 'recall kept')
+    print('  '.join(f'{t:>12}' for t in titles))
+    for name in ('ambiguity', 'entropy', 'epistemic'):
+        keys = [f'{k}_{name}' for k in ('error_auroc', 'coverage', 'f1_kept', 'recall_kept')]
+        cells = [u.get(k) for k in keys]
+        text = ['n/a' if c is None else f'{c["mean"]:.3f}±{c["std"]:.3f}' for c in cells]
+        print('  '.join(f'{t:>12}' for t in (name, *text)))
 
 
 def main() -> int:

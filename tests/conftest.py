@@ -80,3 +80,35 @@ def sample_frames():
     frames = [load_rgb(SAMPLES / r['path']) for r in rows]
     y = np.array([1 if r['label'] in ('mel', 'bcc', 'akiec') else 0 for r in rows])
     return frames, y
+
+
+@pytest.fixture(scope='session')
+def small_run(ham, tmp_path_factory):
+    """A small real training run: 300 HAM10000 images, 2 folds, 3 heads, 2 test-time views,
+    ambiguity referral of 20 %, 50 % pruned; cached recipe, so also a distillation teacher."""
+    from training.config import load_config
+    from training.train import run_training
+
+    if not WEIGHTS_05.is_file():
+        pytest.skip(f'alpha 0.5 weights not found at {WEIGHTS_05}')
+    out = tmp_path_factory.mktemp('training')
+    config = load_config(
+        None,
+        [
+            f'data.root={ham}',
+            'data.limit=300',
+            'split.folds=2',
+            'train.views=2',
+            'train.head_epochs=1',
+            'train.finetune_epochs=1',
+            f'model.weights={WEIGHTS_05}',
+            f'out_dir={out}',
+            f'cache_dir={out / "cache"}',
+            'export.check_images=16',
+            'model.heads=3',
+            'train.referral_coverage=0.8',
+            'train.tta_views=2',
+            'train.prune_sparsity=0.5',
+        ],
+    )
+    return run_training(config)

@@ -54,3 +54,52 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f'timed out after {timeout} s waiting for {what}')
         time.sleep(0.05)
+
+
+def model_with_variants(run_dir, model_dir, *precisions: str):
+    """A copy of a training run's folder with its variants built (few calibration images)."""
+    import shutil
+
+    from training.variants import VariantConfig, build_variants
+
+    shutil.copytree(run_dir, model_dir)
+    build_variants(model_dir, VariantConfig(precisions=precisions, calibration_images=40))
+    return model_dir
+
+
+def diagnose_frames(model_dir, frames, env: dict, tmp_path, **params) -> tuple[list, list]:
+    """Run the inference node on `model_dir`, publish `frames` (stamps 1, 2, ... s) reliably and
+    collect (every Diagnosis, the CAM images that arrived)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from skin_screening.core.frames import rgb_to_fields
+    from skin_screening_msgs.msg import Diagnosis
+    from std_msgs.msg import Header
+
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    proc = node_process(
+        'inference_node',
+        'inference',
+        env,
+        tmp_path / 'node.log',
+        model_dir=str(model_dir),
+        reliable=True,
+        queue_size=len(frames) + 8,
+        **params,
+    )
+    got, cams = [], []
+    try:
+        with probe_node() as node:
+            node.create_subscription(Diagnosis, 'diagnosis', got.append, reliable)
+            node.create_subscription(Image, 'diagnosis/cam', cams.append, qos_profile_sensor_data)
+            pub = node.create_publisher(Image, 'image_raw', reliable)
+            wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the inference node')
+            for i, frame in enumerate(frames):
+                stamp = Header().stamp.__class__(sec=i + 1)
+                pub.publish(Image(header=Header(stamp=stamp), **rgb_to_fields(frame)))
+            wait_for(lambda: len(got) == len(frames), 60, f'{len(frames)} diagnoses')
+            if params.get('publish_cam'):
+                wait_for(lambda: len(cams) >= len(frames) - 1, 10, 'the CAM images')
+    finally:
+        stop(proc)
+    return got, cams

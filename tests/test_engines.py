@@ -37,6 +37,31 @@ def test_the_model_detects_cancers_on_heldout_images(ham_model, sample_frames):
     assert np.mean(scores.decision[y == 1] == SUSPICIOUS) > 0.5
 
 
+def test_test_time_augmentation_is_one_call_over_the_dihedral_views(ham_model, sample_frames):
+    from dataclasses import replace
+
+    from skin_screening.core.preprocess import dihedral
+
+    frames = sample_frames[0][:3]
+    clf = Classifier(ham_model, 'fp32')
+    calls = []
+    infer = clf.engine.infer
+    clf.engine.infer = lambda feeds: calls.append(len(next(iter(feeds.values())))) or infer(feeds)
+    clf.rule = replace(clf.rule, views=8)
+    tta = clf.classify(frames)[0].probability
+    assert calls == [24]
+    clf.rule = replace(clf.rule, views=1)
+    crops = [dihedral(clf_crop, v) for clf_crop in _crops(clf, frames) for v in range(8)]
+    single = clf.classify(crops)[0].probability.reshape(3, 8).mean(axis=1)
+    assert tta == pytest.approx(single, abs=1e-5)
+
+
+def _crops(clf, frames):
+    from skin_screening.core.preprocess import resize
+
+    return [resize(frame, clf.card.preprocessing) for frame in frames]
+
+
 @pytest.mark.parametrize('damage', ['truncate', 'garbage', 'empty'])
 def test_corrupt_onnx_is_refused_clearly(ham_model, tmp_path, damage):
     import shutil

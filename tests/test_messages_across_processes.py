@@ -18,6 +18,8 @@ DIAGNOSIS = {
     'threshold': 0.375,
     'entropy': 0.5,
     'epistemic': float('nan'),
+    'ambiguity': 0.5,
+    'referral_score': 'ambiguity',
     'referral_threshold': 0.25,
     'precision': 'int8',
     'backend': 'onnxruntime',

@@ -291,41 +291,43 @@ def test_tensorrt_falls_back_only_when_configured(ros_env, tmp_path, ham_model):
 
 
 @pytest.mark.ros
-@pytest.mark.xfail(
-    reason='Fast DDS reads its profile file once per process: this in-process publisher gets it '
-    'only when this test runs first (pytest -k camera_sized passes); to move into a subprocess',
-    strict=False,
-)
-def test_camera_sized_frames_arrive_over_best_effort(
-    ros_env, tmp_path, ham_model, ham_fullres, monkeypatch
-):
+def test_camera_sized_frames_arrive_over_best_effort(ros_env, tmp_path, ham_model, ham_fullres):
     """600x450 rgb8 frames (810 KB, over Fast DDS's default 512 KiB shared-memory segment) at
-    30 fps with sensor-data QoS: the project's opt-in DDS profile must carry them (without it
-    0-6 of 150 arrived here)."""
-    import time
-
+    30 fps with sensor-data QoS between the camera and inference processes: the project's
+    opt-in DDS profile must carry them (without it 0-6 of 150 arrived here). Fast DDS reads its
+    profile once per process, so both run in child processes that start with it."""
     from skin_screening.core.preprocess import load_rgb
     from skin_screening.launching import ros_environment
 
-    ros_env = ros_environment(ros_env, large_frames=True)
-    for name, value in ros_env.items():  # the probe node in this process sends the frames
-        monkeypatch.setenv(name, value)
-    frames = [rgb_to_fields(load_rgb(p)) for p in sorted(ham_fullres.glob('images/*.jpg'))[:4]]
-    assert frames[0]['width'] * frames[0]['height'] * 3 > 512 * 1024
-    proc = node_process(
-        'inference_node', 'inference', ros_env, tmp_path / 'node.log', model_dir=str(ham_model)
-    )
+    first = load_rgb(sorted(ham_fullres.glob('images/*.jpg'))[0])
+    assert first.size > 512 * 1024
+    env = ros_environment(ros_env, large_frames=True)
+    logs = {n: tmp_path / f'{n}.log' for n in ('camera', 'inference')}
+    procs = [
+        node_process(
+            'inference_node', 'inference', env, logs['inference'], model_dir=str(ham_model)
+        ),
+    ]
     try:
         with probe_node() as node:
             watch = Watch(node)
-            pub = node.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
             wait_for(lambda: watch.has_status('inference'), 60, 'the inference node')
-            wait_for(lambda: pub.get_subscription_count() >= 2, 10, 'the node to subscribe')
-            for i in range(60):
-                pub.publish(_image(100 + i, **frames[i % len(frames)]))
-                time.sleep(1 / 30)
-            wait_for(lambda: len(watch.diagnoses) >= 57, 20, '57 of 60 diagnoses')
+            procs.append(
+                node_process(
+                    'camera_node',
+                    'camera',
+                    env,
+                    logs['camera'],
+                    source=str(ham_fullres / 'images'),
+                    rate_hz=30.0,
+                )
+            )
+            wait_for(lambda: len(watch.diagnoses) >= 100, 40, '100 diagnoses')
     finally:
-        stop(proc)
-    stamps = {d.header.stamp.sec for d in watch.diagnoses}
-    assert stamps <= set(range(100, 160))
+        stop(*procs)
+    stamps = sorted(stamp_to_ns(d.header.stamp) for d in watch.diagnoses[10:100])
+    captured = (stamps[-1] - stamps[0]) / 1e9 * 30 + 1  # frames the camera took meanwhile
+    assert 90 / captured >= 0.9, f'{90 / captured:.0%} of the camera frames were diagnosed'
+    assert {(d.header.frame_id, d.precision) for d in watch.diagnoses} == {
+        ('wearable_camera', 'fp32')
+    }

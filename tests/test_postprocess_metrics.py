@@ -17,6 +17,7 @@ from skin_screening.core.postprocess import (
     DecisionRule,
     NonFiniteOutput,
     score,
+    stack_views,
 )
 
 
@@ -39,6 +40,27 @@ def test_high_uncertainty_is_referred():
     rule = DecisionRule(threshold=0.5, referral_threshold=0.6)
     s = score(np.array([[0.1], [4.0]]), rule)
     assert list(s.decision) == [REFER, SUSPICIOUS]
+
+
+def test_ambiguity_refers_frames_near_the_decision_threshold():
+    rule = DecisionRule(threshold=0.3, referral_threshold=0.5, referral_score='ambiguity')
+    logits = np.log(np.array([[0.3 / 0.7], [0.5 / 0.5], [0.95 / 0.05], [0.05 / 0.95]]))
+    s = score(logits, rule)
+    assert s.ambiguity[0] == pytest.approx(1.0)
+    assert s.ambiguity[1] == pytest.approx(0.3 / 0.7)  # odds ratio to the threshold's odds
+    assert list(s.decision) == [REFER, SUSPICIOUS, SUSPICIOUS, OTHER]
+    assert s.entropy[1] > s.entropy[0]  # entropy would refer p = 0.5, not the threshold
+
+
+def test_test_time_views_average_per_head_before_heads_combine():
+    view_a, view_b = np.array([[2.0, 2.0], [0.0, 1.0]]), np.array([[-2.0, -2.0], [0.0, 1.0]])
+    logits = stack_views([view_a, view_b])
+    assert logits.shape == (4, 2) and np.array_equal(logits[1], view_b[0])
+    s = score(logits, DecisionRule(views=2))
+    assert s.probability == pytest.approx([0.5, (0.5 + 1 / (1 + math.exp(-1))) / 2])
+    assert s.epistemic[0] == pytest.approx(0.0, abs=1e-9)  # views disagree, heads do not
+    with pytest.raises(ValueError, match='whole number of 2 views'):
+        score(logits[:3], DecisionRule(views=2))
 
 
 def test_temperature_softens_probabilities():

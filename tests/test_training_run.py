@@ -1,7 +1,8 @@
 """A small real training run: a few hundred HAM10000 images -> ONNX + model card (CI-sized).
 
-The run has 3 heads and refers its 20 % most uncertain frames, so the K > 1 path goes through
-export, variants and the inference node here (K = 1 is the shipped model, tested everywhere).
+The run has 3 heads, averages 2 test-time views and refers its 20 % most ambiguous frames, so the
+K > 1 and TTA paths go through export, variants and the inference node here (K = 1 is the
+shipped model, tested everywhere).
 """
 
 import json
@@ -10,36 +11,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from skin_screening.core.model_card import ModelCard
+from skin_screening.core.postprocess import UNCERTAINTY_SCORES
 from skin_screening.core.preprocess import load_rgb, prepare
 
 from tests.conftest import WEIGHTS_05
 from training.config import load_config
 from training.train import run_training
-
-
-@pytest.fixture(scope='module')
-def small_run(ham, tmp_path_factory):
-    if not WEIGHTS_05.is_file():
-        pytest.skip(f'alpha 0.5 weights not found at {WEIGHTS_05}')
-    out = tmp_path_factory.mktemp('training')
-    config = load_config(
-        None,
-        [
-            f'data.root={ham}',
-            'data.limit=300',
-            'split.folds=2',
-            'train.views=2',
-            'train.head_epochs=1',
-            'train.finetune_epochs=1',
-            f'model.weights={WEIGHTS_05}',
-            f'out_dir={out}',
-            f'cache_dir={out / "cache"}',
-            'export.check_images=16',
-            'model.heads=3',
-            'train.referral_coverage=0.8',
-        ],
-    )
-    return run_training(config)
 
 
 @pytest.mark.slow
@@ -50,10 +27,13 @@ def test_training_writes_onnx_card_and_splits(small_run):
     assert len(card.metrics['cv_folds']) == 2
     assert 0.0 <= card.metrics['cv_summary']['at_threshold']['roc_auc']['mean'] <= 1.0
     assert card.decision.temperature > 0 and 0 < card.decision.threshold < 1
-    assert card.heads == 3 and card.decision.referral_threshold > 0
+    assert card.heads == 3 and card.decision.referral_threshold > 0 and card.decision.views == 2
+    assert card.decision.referral_score == 'ambiguity'
+    assert card.training['cam_vs_gradcam']['pearson_median'] > 0.99
+    assert card.metrics['holdout']['sparsity']['pruned_kernels'] == pytest.approx(0.5, abs=0.01)
     uncertainty = card.metrics['cv_folds'][0]['uncertainty']
     assert 0.5 < uncertainty['coverage'] <= 1.0 and uncertainty['curve'][0]['coverage'] == 1.0
-    assert 0.0 <= uncertainty['error_auroc_epistemic'] <= 1.0
+    assert all(0.0 <= uncertainty[f'error_auroc_{s}'] <= 1.0 for s in UNCERTAINTY_SCORES)
     config = (small_run / 'config.yaml').read_text()
     assert 'limit: 300' in config and 'seed: 1234' in config
     assert json.loads((small_run / 'metrics.json').read_text())['holdout']['fold'] == 0
@@ -77,57 +57,25 @@ def test_exported_onnx_runs_real_images_with_dynamic_batch(small_run, ham):
 @pytest.mark.slow
 @pytest.mark.ros
 def test_multi_head_model_through_variants_and_node(small_run, sample_frames, ros_env, tmp_path):
-    import shutil
+    from tests.nodes_helpers import diagnose_frames, model_with_variants
 
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-    from skin_screening.core.frames import rgb_to_fields
-    from skin_screening_msgs.msg import Diagnosis
-    from std_msgs.msg import Header
-
-    from tests.nodes_helpers import node_process, probe_node, stop, wait_for
-    from training.variants import VariantConfig, build_variants
-
-    model = tmp_path / 'model'
-    shutil.copytree(small_run, model)
-    build_variants(model, VariantConfig(precisions=('int8',), calibration_images=40))
+    model = model_with_variants(small_run, tmp_path / 'model', 'int8')
     card = ModelCard.load(model)
-    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    proc = node_process(
-        'inference_node',
-        'inference',
-        ros_env,
-        tmp_path / 'node.log',
-        model_dir=str(model),
-        precision='int8',
-        reliable=True,
-        queue_size=20,
-        publish_cam=True,
+    got, cams = diagnose_frames(
+        model, sample_frames[0][:12], ros_env, tmp_path, precision='int8', publish_cam=True
     )
-    try:
-        with probe_node() as node:
-            got = []
-            node.create_subscription(Diagnosis, 'diagnosis', got.append, reliable)
-            cams = []
-            node.create_subscription(Image, 'diagnosis/cam', cams.append, qos_profile_sensor_data)
-            pub = node.create_publisher(Image, 'image_raw', reliable)
-            wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the inference node')
-            for i, frame in enumerate(sample_frames[0][:12]):
-                stamp = Header().stamp.__class__(sec=i + 1)
-                pub.publish(Image(header=Header(stamp=stamp), **rgb_to_fields(frame)))
-            wait_for(lambda: len(got) == 12 and len(cams) >= 11, 60, '12 diagnoses, CAMs')
-    finally:
-        stop(proc)
-    assert [d.header.stamp.sec for d in got] == list(range(1, 13))
+    assert [d.header.stamp.sec for d in got] == list(range(1, 13)) and len(cams) >= 11
     assert {(c.width, c.height, c.encoding) for c in cams} == {(224, 224, 'rgb8')}
     assert {c.header.stamp.sec for c in cams} <= set(range(1, 13))
     assert all(d.precision == 'int8' and np.isfinite(d.epistemic) for d in got)
     assert all(0.0 <= d.epistemic <= d.entropy + 1e-6 for d in got)
     bound = card.decision.referral_threshold
     assert all(d.referral_threshold == pytest.approx(bound, rel=1e-6) for d in got)
+    assert {d.referral_score for d in got} == {'ambiguity'}
+    assert all(0.0 < d.ambiguity <= 1.0 for d in got)
     for d in got:  # float32 fields: skip the (unlikely) frames within rounding of the bound
-        if abs(d.entropy - bound) > 1e-5:
-            assert (d.label == 'refer') == (d.entropy > bound), (d.entropy, bound, d.label)
+        if abs(d.ambiguity - bound) > 1e-5:
+            assert (d.label == 'refer') == (d.ambiguity > bound), (d.ambiguity, bound, d.label)
 
 
 @pytest.mark.slow
@@ -177,6 +125,7 @@ def test_full_recipe_trains_from_augmented_images(ham, tmp_path):
             'train.recipe=full',
             'train.finetune_epochs=1',
             'train.batch_size=16',
+            'train.tta_views=2',
             'model.input_size=96',
             f'model.weights={WEIGHTS_05}',
             f'out_dir={tmp_path}',
@@ -199,3 +148,11 @@ def test_augmentation_keeps_the_frame_shape_and_range():
     assert {v.shape for v in views} <= {(150, 200, 3), (200, 150, 3)}
     assert all(v.dtype == np.uint8 for v in views)
     assert len({v.tobytes() for v in views}) == 16
+
+
+@pytest.mark.slow
+def test_result_plots_the_uncertainty_of_a_training_run(small_run):
+    from result import main
+
+    assert main(['--training', str(small_run)]) == 0
+    assert (small_run / 'uncertainty.png').stat().st_size > 10_000

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from skin_screening.core.postprocess import UNCERTAINTY_SCORES
 
 
 @dataclass
@@ -31,7 +32,7 @@ class SplitConfig:
 
 @dataclass
 class ModelConfig:
-    architecture: str = 'mobilenet_v2'
+    architecture: str = 'mobilenet_v2'  # mobilenet_v2 | compact_cnn (trained from scratch)
     alpha: float = 0.5
     input_size: int = 224
     resize: str = 'center_crop'
@@ -42,6 +43,11 @@ class ModelConfig:
     cut_layer: str = 'block_12_add'  # frozen below (activations cached), trained above
     dropout: float = 0.3
     heads: int = 1
+    # compact_cnn: one block per width (conv 3x3 + BN + ReLU, `convs_per_block` times, then 2x2
+    # max-pool; the first conv strides 2), a dense layer of `dense` units, global pooling, head.
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    convs_per_block: int = 1
+    dense: int = 256
 
 
 @dataclass
@@ -66,6 +72,19 @@ class TrainConfig:
     # Fraction of frames the release model answers: the rest (most uncertain, bound chosen on
     # inner validation) become REFER. 1.0 = never refer; CV reports 0.8 either way.
     referral_coverage: float = 1.0
+    # What refers: ambiguity (closeness to the decision threshold), entropy or epistemic (K > 1).
+    referral_score: str = 'ambiguity'
+    # Test-time augmentation: dihedral views averaged per frame, in training evaluation and (via
+    # the model card) in the node; all views of a frame go through the engine in one batch.
+    tta_views: int = 1
+    # Knowledge distillation (recipe full): a cached-recipe run with the same data, split and seed
+    # whose per-fold logits guide this run; alpha weighs the soft term, T softens both sides.
+    teacher_run: str | None = None
+    # Magnitude pruning (recipe cached): target zero fraction of the trained kernels, reached by a
+    # polynomial schedule during fine-tuning (training/prune.py). 0 = off.
+    prune_sparsity: float = 0.0
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
     bootstrap_heads: bool = True  # with model.heads > 1: each head sees a Poisson(1) resample
 
 
@@ -90,6 +109,27 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def validate(self) -> RunConfig:
+        """Refuse combinations that would fail late in a run."""
+        t = self.train
+        if t.tta_views not in (1, 2, 4, 8) or t.views not in (1, 2, 4, 8):
+            raise ValueError('train.views and train.tta_views must be 1, 2, 4 or 8')
+        if t.recipe == 'cached' and t.tta_views > t.views:
+            raise ValueError(f'train.tta_views {t.tta_views} > cached train.views {t.views}')
+        if t.referral_score not in UNCERTAINTY_SCORES:
+            raise ValueError(f'unknown train.referral_score {t.referral_score!r}')
+        if t.recipe == 'cached' and self.model.architecture != 'mobilenet_v2':
+            raise ValueError(
+                f'{self.model.architecture} trains from scratch: use train.recipe=full'
+            )
+        if not 0.0 <= t.prune_sparsity < 1.0 or (t.prune_sparsity and t.recipe != 'cached'):
+            raise ValueError('train.prune_sparsity must be in [0, 1), with train.recipe=cached')
+        if t.teacher_run and t.recipe != 'full':
+            raise ValueError('distillation (train.teacher_run) needs train.recipe=full')
+        if t.referral_score == 'epistemic' and self.model.heads < 2:
+            raise ValueError('train.referral_score epistemic needs model.heads > 1')
+        return self
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -126,7 +166,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
         _merge(config, tree)
-    return config
+    return config.validate()
 
 
 def set_seeds(seed: int) -> None:

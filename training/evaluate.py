@@ -21,6 +21,8 @@ from skin_screening.core.model_card import ModelCard
 from skin_screening.core.precision import parse_backend, parse_precision
 from skin_screening.core.preprocess import load_rgb, prepare_batch
 
+from .complexity import parameter_count
+
 
 def load_labelled_csv(path: Path, limit: int | None = None) -> tuple[list[Path], np.ndarray]:
     rows = list(csv.DictReader(Path(path).open()))
@@ -28,21 +30,6 @@ def load_labelled_csv(path: Path, limit: int | None = None) -> tuple[list[Path],
         raise ValueError(f'{path} needs columns path and y (1 = skin cancer)')
     rows = rows[:limit] if limit else rows
     return [Path(r['path']) for r in rows], np.array([int(r['y']) for r in rows])
-
-
-def parameter_count(onnx_path: Path) -> int:
-    """Weights in the graph (float initializers with more than one element), from the file."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    return int(
-        sum(
-            numpy_helper.to_array(t).size
-            for t in model.graph.initializer
-            if t.data_type in (1, 10) and np.prod(t.dims) > 1
-        )
-    )
 
 
 def time_engine(clf: Classifier, batch: np.ndarray, size: int, repeats: int) -> list[float]:
@@ -53,12 +40,17 @@ def time_engine(clf: Classifier, batch: np.ndarray, size: int, repeats: int) -> 
 
 
 def evaluate_one(clf: Classifier, images: np.ndarray, y: np.ndarray, repeats: int) -> dict:
+    """images: (N * views) preprocessed rows, a frame's test-time views adjacent. Latency is per
+    call of 1 and 8 frames (with all their views)."""
     from skin_screening.core.postprocess import score
 
-    logits = np.concatenate([clf.logits(images[s : s + 32])[0] for s in range(0, len(images), 32)])
+    step, v = 32 * clf.rule.views, clf.rule.views
+    logits = np.concatenate(
+        [clf.logits(images[s : s + step])[0] for s in range(0, len(images), step)]
+    )
     scores = score(logits, clf.rule)
-    b1 = time_engine(clf, images[:1], 1, repeats)
-    b8 = time_engine(clf, images[:8], 8, max(5, repeats // 4))
+    b1 = time_engine(clf, images[:v], v, repeats)
+    b8 = time_engine(clf, images[: 8 * v], 8 * v, max(5, repeats // 4))
     report = binary_report(y, scores.probability, clf.rule.threshold)
     return {
         'precision': clf.precision.value,
@@ -90,7 +82,7 @@ def evaluate_variants(
     card = ModelCard.load(model_dir)
     csv_path = Path(images_csv or model_dir / card.data.get('heldout_file', 'heldout.csv'))
     paths, y = load_labelled_csv(csv_path, limit)
-    images = prepare_batch([load_rgb(p) for p in paths], card.preprocessing)
+    images = prepare_batch([load_rgb(p) for p in paths], card.preprocessing, card.decision.views)
     params = parameter_count(model_dir / 'model.fp32.onnx')
     rows = []
     for backend in map(parse_backend, backends):

@@ -1,5 +1,6 @@
 """Class activation maps for a model folder: add the 'cam' output to an exported ONNX (models
-exported before it existed), and write CAM overlays of real images for a human to look at.
+exported before it existed), write CAM overlays of real images for a human to look at, and
+check the CAM against Keras Grad-CAM (the gradient reference) at export time.
 
     python -m training cam --model-dir data/models/mobilenetv2-a0.5 [--images 8] [--out D]
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from skin_screening.core.classifier import Classifier
@@ -43,6 +45,39 @@ def ensure_cam(model_dir: Path, images: list[np.ndarray], tolerance: float = 1e-
     card.add_file(path, **(kept | {'outputs': [card.output_name, CAM_OUTPUT]}))
     card.save(model_dir)
     return True
+
+
+def grad_cam(full: Any, images: np.ndarray) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al.) of the mean head logit at the feature map that the 'pool'
+    layer averages, before its ReLU: N x h x w. The gradient reference for the engine's CAM."""
+    import keras
+    import tensorflow as tf
+
+    probe = keras.Model(full.input, [full.get_layer('pool').input, full.output])
+    with tf.GradientTape() as tape:
+        features, logits = probe(tf.convert_to_tensor(images, tf.float32), training=False)
+        target = tf.reduce_mean(logits, axis=1)
+    grads = tape.gradient(target, features)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    return tf.reduce_sum(weights * features, axis=-1).numpy()
+
+
+def gradcam_agreement(full: Any, onnx_path: Path, images: np.ndarray) -> dict[str, float]:
+    """How the exported CAM (no gradients) agrees with Keras Grad-CAM on real images: median
+    per-image Pearson r of the maps, and how often their hottest cell is the same."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    cam = session.run([CAM_OUTPUT], {session.get_inputs()[0].name: images})[0].mean(axis=1)
+    ref = grad_cam(full, images)
+    a, b = cam.reshape(len(cam), -1), ref.reshape(len(ref), -1)
+    r = [float(np.corrcoef(x, y)[0, 1]) for x, y in zip(a, b)]
+    return {
+        'images': len(images),
+        'pearson_median': float(np.median(r)),
+        'pearson_min': float(np.min(r)),
+        'same_hottest_cell': float(np.mean(a.argmax(axis=1) == b.argmax(axis=1))),
+    }
 
 
 def write_overlays(classifier: Classifier, paths: list[Path], labels: list[str], out: Path):

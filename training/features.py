@@ -13,17 +13,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-from skin_screening.core.preprocess import FrameError, Preprocessing, load_rgb, resize, scale
+from skin_screening.core.preprocess import (
+    FrameError,
+    Preprocessing,
+    dihedral,
+    load_rgb,
+    resize,
+    scale,
+)
 from tqdm import tqdm
 
 from .data import DataError, LabelledSet
 from .export import to_onnx
-
-
-def dihedral(image: np.ndarray, view: int) -> np.ndarray:
-    """View 0 is the image itself; 1-3 rotate by 90/180/270 degrees; 4-7 add a flip."""
-    out = np.rot90(image, view % 4, axes=(0, 1))
-    return np.ascontiguousarray(out[:, ::-1] if view >= 4 else out)
 
 
 def cache_key(front, data: LabelledSet, spec: Preprocessing, views: int) -> str:

@@ -69,24 +69,62 @@ def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
 @dataclass
 class SplitModel:
     full: Any  # image -> logits (N x heads): what is exported
-    front: Any  # image -> cut activations (frozen, cached)
+    front: Any  # image -> cut activations (frozen, cached); None: nothing frozen
     top: Any  # cut activations -> logits (trained)
     head_layers: list[Any]
     weights_source: str
 
 
-def build_model(config: ModelConfig) -> SplitModel:
+ARCHITECTURES = ('mobilenet_v2', 'compact_cnn')
+
+
+def _head(keras, features, config: ModelConfig):
+    """Global pooling ('pool': CAM and Grad-CAM find the feature map here), dropout, logits.
+    Linear after the pooling, so the class activation map is exact."""
+    pooled = keras.layers.GlobalAveragePooling2D(name='pool')(features)
+    dropped = keras.layers.Dropout(config.dropout, name='dropout')(pooled)
+    return keras.layers.Dense(config.heads, name='logits')(dropped)
+
+
+def build_compact_cnn(config: ModelConfig) -> SplitModel:
+    """The compact 3-block CNN of the comparison papers, trained from scratch. Its 'dense' layer
+    is a 1x1 convolution before the pooling (same weights as a dense layer after it, but the
+    head stays linear after the pooling, so CAM works). The whole network trains: front is None.
+    """
     keras = import_keras()
+    layers = keras.layers
+    size = config.input_size
+    image = keras.Input((size, size, 3), name='image')
+    x = image
+    for block, width in enumerate(config.widths):
+        for conv in range(config.convs_per_block):
+            stride = 2 if block == 0 and conv == 0 else 1
+            x = layers.Conv2D(
+                width, 3, stride, padding='same', use_bias=False, name=f'block{block}_conv{conv}'
+            )(x)
+            x = layers.BatchNormalization(name=f'block{block}_bn{conv}')(x)
+            x = layers.ReLU(name=f'block{block}_relu{conv}')(x)
+        x = layers.MaxPooling2D(2, name=f'block{block}_pool')(x)
+    x = layers.Conv2D(config.dense, 1, activation='relu', name='embed')(x)
+    full = keras.Model(image, _head(keras, x, config), name='compact_cnn')
+    head = [full.get_layer(n) for n in ('pool', 'dropout', 'logits')]
+    return SplitModel(full, None, full, head, 'random initialisation (trained from scratch)')
+
+
+def build_model(config: ModelConfig) -> SplitModel:
+    if config.architecture == 'compact_cnn':
+        return build_compact_cnn(config)
     if config.architecture != 'mobilenet_v2':
-        raise TrainingError(f'unknown architecture {config.architecture!r}')
+        raise TrainingError(
+            f'unknown architecture {config.architecture!r}; one of {ARCHITECTURES}'
+        )
+    keras = import_keras()
     weights, source = resolve_weights(config)
     size = config.input_size
     base = keras.applications.MobileNetV2(
         input_shape=(size, size, 3), alpha=config.alpha, include_top=False, weights=weights
     )
-    pooled = keras.layers.GlobalAveragePooling2D(name='pool')(base.output)
-    dropped = keras.layers.Dropout(config.dropout, name='dropout')(pooled)
-    logits = keras.layers.Dense(config.heads, name='logits')(dropped)
+    logits = _head(keras, base.output, config)
     full = keras.Model(base.input, logits, name=f'mobilenetv2_a{config.alpha}')
     try:
         cut = base.get_layer(config.cut_layer).output

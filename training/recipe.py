@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from skin_screening.core.postprocess import stack_views
 
 from .config import TrainConfig
 from .model import SplitModel, set_phase
+from .prune import MagnitudePruner
 
 
 @dataclass
@@ -36,6 +38,11 @@ def predict_logits(top, acts: np.ndarray, index: np.ndarray, view: int = 0, batc
         for s in range(0, len(index), batch)
     ]
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def predict_views(top, acts: np.ndarray, index: np.ndarray, views: int) -> np.ndarray:
+    """Test-time augmentation on cached views: (N * views) x K logits, a frame's views adjacent."""
+    return stack_views([predict_logits(top, acts, index, view=v) for v in range(views)])
 
 
 def _auc(y: np.ndarray, logits: np.ndarray) -> float:
@@ -81,6 +88,10 @@ def _phase(
         weights = weights * rng.poisson(1.0, weights.shape).astype(np.float32)
     noise = cfg.feature_noise * channel_std(acts, fit) if cfg.feature_noise > 0 else None
     best_auc, best_weights, waited = history.best.get('val_auc', -1.0), top.get_weights(), 0
+    pruner = None
+    if name == 'finetune' and cfg.prune_sparsity > 0:  # only epochs at full sparsity count
+        pruner = MagnitudePruner(top, cfg.prune_sparsity, steps)
+        best_auc = -1.0
     views = acts.shape[0]
     for epoch in range(epochs):
         order = rng.permutation(len(fit))
@@ -92,11 +103,15 @@ def _phase(
                 x += rng.standard_normal(x.shape, np.float32) * noise
                 x += rng.standard_normal((len(b), 1, 1, x.shape[-1]), np.float32) * noise / 2
             losses.append(float(step(x, y[fit[b]].astype(np.float32), weights[b])))
+            if pruner is not None:
+                pruner.after_step()
         auc = _auc(y[val], predict_logits(top, acts, val))
         history.epochs.append(
             {'phase': name, 'epoch': epoch, 'loss': float(np.mean(losses)), 'val_auc': auc}
         )
         print(f'  {name} epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f} val AUC {auc:.4f}')
+        if pruner is not None and not pruner.at_target:
+            continue
         if auc > best_auc:
             best_auc, best_weights, waited = auc, top.get_weights(), 0
             history.best = {'phase': name, 'epoch': epoch, 'val_auc': auc}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,15 +24,25 @@ from skin_screening.core.metrics import (
     mean_std,
 )
 from skin_screening.core.model_card import ModelCard
-from skin_screening.core.postprocess import DecisionRule, Scores, score, sigmoid
+from skin_screening.core.postprocess import (
+    UNCERTAINTY_SCORES,
+    DecisionRule,
+    Scores,
+    per_frame,
+    score,
+    sigmoid,
+)
 from skin_screening.core.preprocess import Preprocessing
 
 from .config import RunConfig, set_seeds
 from .data import LabelledSet, grouped_folds, inner_split, load_dataset
+from .distill import save_fold_logits
+from .explain import gradcam_agreement
 from .export import export_verified
 from .features import cached_activations
 from .model import TrainingError, build_model
-from .recipe import predict_logits, train_cached
+from .prune import sparsity
+from .recipe import predict_views, train_cached
 
 REPORTED_COVERAGE = 0.8  # uncertainty evaluation: F1 of the 80 % least uncertain frames
 
@@ -53,51 +64,71 @@ def write_split(path: Path, data: LabelledSet, fold: np.ndarray) -> None:
 
 
 def calibrate_and_score(cfg, y_val, val_logits, y_test, test_logits) -> dict:
-    """Calibration, threshold and referral bound from inner validation; metrics on the fold."""
-    temperature, bias = fit_calibration(y_val, val_logits)
-    rule = DecisionRule(temperature=temperature, bias=bias)
-    val, test = score(val_logits, rule), score(test_logits, rule)
-    p_val, p_test = val.probability, test.probability
+    """Calibration, threshold and referral bound from inner validation; metrics on the fold.
+
+    Logits are (N * tta_views) x K, a frame's views adjacent (see postprocess.score).
+    """
+    views = cfg.train.tta_views
+    temperature, bias = fit_calibration(y_val, per_frame(val_logits, views))
+    rule = DecisionRule(temperature=temperature, bias=bias, views=views)
+    p_val = score(val_logits, rule).probability
     threshold = choose_threshold(
         y_val, p_val, cfg.train.threshold_policy, cfg.train.min_sensitivity
     )
+    rule = replace(rule, threshold=threshold, referral_score=cfg.train.referral_score)
+    val, test = score(val_logits, rule), score(test_logits, rule)
+    p_test = test.probability
     sens_thr = choose_threshold(y_val, p_val, 'min_sensitivity', cfg.train.min_sensitivity)
     oracle = choose_threshold(y_test, p_test, 'max_f1')
     coverage = cfg.train.referral_coverage
+    bound = referral_bound(val, coverage, rule.referral_score) if coverage < 1 else None
+    uncalibrated = sigmoid(per_frame(test_logits, views)).mean(1)
     return {
+        'rule': replace(rule, referral_threshold=bound).to_dict(),
         'temperature': temperature,
         'bias': bias,
         'threshold': threshold,
-        'referral_threshold': referral_bound(val, coverage) if coverage < 1 else None,
-        'ece_uncalibrated': expected_calibration_error(y_test, sigmoid(test_logits).mean(1)),
+        'ece_uncalibrated': expected_calibration_error(y_test, uncalibrated),
         'at_threshold': binary_report(y_test, p_test, threshold),
         'at_sensitivity_threshold': binary_report(y_test, p_test, sens_thr),
         'at_max_f1_on_fold': binary_report(y_test, p_test, oracle),
-        'uncertainty': uncertainty_report(val, y_test, test, threshold, REPORTED_COVERAGE),
+        'uncertainty': uncertainty_report(val, y_test, test, rule, REPORTED_COVERAGE),
     }
 
 
-def referral_bound(scores: Scores, coverage: float, name: str = 'entropy') -> float:
+def referral_bound(scores: Scores, coverage: float, name: str) -> float:
     """The uncertainty above which the (1 - coverage) most uncertain frames are referred."""
-    return float(np.quantile(getattr(scores, name), coverage))
+    return float(np.quantile(scores.uncertainty(name), coverage))
 
 
-def uncertainty_report(val: Scores, y_test, test: Scores, threshold: float, coverage) -> dict:
-    """Error detection by each uncertainty score, and F1 with vs without referral."""
-    decision = test.probability >= threshold
-    bound = referral_bound(val, coverage)
-    kept = test.entropy <= bound
-    kept_report = binary_report(y_test[kept], test.probability[kept], threshold)
-    return {
-        'error_auroc_entropy': error_detection_auroc(y_test, decision, test.entropy),
-        'error_auroc_epistemic': error_detection_auroc(y_test, decision, test.epistemic),
+def uncertainty_report(val: Scores, y_test, test: Scores, rule: DecisionRule, coverage) -> dict:
+    """Per uncertainty score: error-detection AUROC, and F1 of the frames kept at `coverage`
+    (bound chosen on validation) vs all frames. Unsuffixed keys are the rule's referral score."""
+    decision = test.probability >= rule.threshold
+    report = {
+        'referral_score': rule.referral_score,
         'coverage_target': coverage,
-        'referral_threshold': bound,
-        'coverage': float(kept.mean()),
-        'f1_all': binary_report(y_test, test.probability, threshold)['f1'],
-        'f1_kept': kept_report['f1'],
-        'recall_kept': kept_report['recall'],
-        'curve': coverage_curve(y_test, test.probability, test.entropy, threshold),
+        'f1_all': binary_report(y_test, test.probability, rule.threshold)['f1'],
+        'curves': {},
+    }
+    for name in UNCERTAINTY_SCORES:
+        u = test.uncertainty(name)
+        report[f'error_auroc_{name}'] = error_detection_auroc(y_test, decision, u)
+        if not np.all(np.isfinite(u)):  # epistemic with one head
+            continue
+        kept = u <= referral_bound(val, coverage, name)
+        kept_report = binary_report(y_test[kept], test.probability[kept], rule.threshold)
+        report[f'coverage_{name}'] = float(kept.mean())
+        report[f'f1_kept_{name}'] = kept_report['f1']
+        report[f'recall_kept_{name}'] = kept_report['recall']
+        report['curves'][name] = coverage_curve(y_test, test.probability, u, rule.threshold)
+    name = rule.referral_score
+    return report | {
+        'referral_threshold': referral_bound(val, coverage, name),
+        'coverage': report[f'coverage_{name}'],
+        'f1_kept': report[f'f1_kept_{name}'],
+        'recall_kept': report[f'recall_kept_{name}'],
+        'curve': report['curves'][name],
     }
 
 
@@ -124,7 +155,7 @@ def run_training(cfg: RunConfig) -> Path:
         raise TrainingError(f'unknown recipe {cfg.train.recipe!r} (cached, full)')
     fold = grouped_folds(data, cfg.split, cfg.seed)
     write_split(run_dir / 'split.csv', data, fold)
-    folds, release = [], None
+    folds, release, fold_logits = [], None, {}
     for k in range(cfg.split.folds):
         if cfg.split.only_folds is not None and k not in cfg.split.only_folds:
             continue
@@ -136,21 +167,31 @@ def run_training(cfg: RunConfig) -> Path:
         if acts is not None:
             model.top.set_weights(initial)
             history = train_cached(model, acts, data.y, fit, val, cfg.train, cfg.seed + k)
-            val_logits = predict_logits(model.top, acts, val)
-            test_logits = predict_logits(model.top, acts, test)
+            val_logits = predict_views(model.top, acts, val, cfg.train.tta_views)
+            test_logits = predict_views(model.top, acts, test, cfg.train.tta_views)
+            every = predict_views(model.top, acts, np.arange(len(data)), cfg.train.tta_views)
+            fold_logits[k] = per_frame(every, cfg.train.tta_views).mean(axis=1)  # for students
         else:
+            from .distill import teacher_logits
             from .full import predict_images, train_full
 
-            model, history = train_full(cfg, data, fit, val, cfg.seed + k)
+            teacher = None
+            if cfg.train.teacher_run:
+                teacher = teacher_logits(cfg.train.teacher_run, data, fold, k)
+            model, history = train_full(cfg, data, fit, val, cfg.seed + k, teacher)
             val_logits = predict_images(model, data, val, cfg)
             test_logits = predict_images(model, data, test, cfg)
         result = calibrate_and_score(cfg, data.y[val], val_logits, data.y[test], test_logits)
+        if cfg.train.prune_sparsity:
+            result['sparsity'] = sparsity(model.top, model.full)
         result |= {'fold': k, 'n_fit': len(fit), 'n_val': len(val), 'best': history.best}
         folds.append(result)
         if k == cfg.split.holdout_fold:
             release = export_release(cfg, model, data, test, spec, result, run_dir)
     if release is None:
         raise TrainingError(f'holdout_fold {cfg.split.holdout_fold} >= folds {cfg.split.folds}')
+    if fold_logits:
+        save_fold_logits(run_dir, data, fold, fold_logits)
     summary = {
         key: mean_std([f[key] for f in folds])
         for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold', 'uncertainty')
@@ -164,6 +205,15 @@ def run_training(cfg: RunConfig) -> Path:
     (run_dir / 'metrics.json').write_text(json.dumps(card.metrics, indent=2))
     print(f'run written to {run_dir} in {time.time() - start:.0f} s')
     return run_dir
+
+
+def describe(model) -> str:
+    if model.architecture == 'mobilenet_v2':
+        return f'mobilenet_v2 alpha={model.alpha}'
+    return (
+        f'{model.architecture} widths={list(model.widths)} '
+        f'convs_per_block={model.convs_per_block} dense={model.dense}'
+    )
 
 
 def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
@@ -180,19 +230,16 @@ def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
         cfg.export.opset,
         cfg.export.tolerance,
     )
+    explanation = gradcam_agreement(model.full, onnx_path, np.stack(check))
+    print(f'CAM vs Keras Grad-CAM on {len(check)} held-out images: {explanation}')
     write_split(
         run_dir / 'heldout.csv', data.subset(test), np.full(len(test), cfg.split.holdout_fold)
     )
     card = ModelCard(
         name=cfg.name,
-        architecture=f'{cfg.model.architecture} alpha={cfg.model.alpha}',
+        architecture=describe(cfg.model),
         preprocessing=spec,
-        decision=DecisionRule(
-            temperature=result['temperature'],
-            bias=result['bias'],
-            threshold=result['threshold'],
-            referral_threshold=result['referral_threshold'],
-        ),
+        decision=DecisionRule.from_dict(result['rule']),
         heads=cfg.model.heads,
         data={
             'format': cfg.data.format,
@@ -215,6 +262,7 @@ def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
         metrics={},
     )
     card.add_file(onnx_path, precision='fp32', max_abs_diff_vs_keras=diff)
+    card.training['cam_vs_gradcam'] = explanation
     for name in ('split.csv', 'heldout.csv', 'config.yaml'):
         card.add_file(run_dir / name)
     card.save(run_dir)

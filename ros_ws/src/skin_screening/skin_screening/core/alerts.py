@@ -22,7 +22,7 @@ class AlertRule:
     min_frames: int = 10
     raise_at: float = 0.6
     clear_at: float = 0.4
-    refer_uncertainty: float | None = None  # mean entropy (nats) above which to REFER
+    refer_uncertainty: float | None = None  # mean referral score above which to REFER
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_frames <= self.window:
@@ -43,7 +43,7 @@ class AlertEvent:
     def text(self) -> str:
         return (
             f'{LEVEL_NAMES[self.level]}: p={self.probability:.2f}, '
-            f'entropy={self.uncertainty:.2f} over {self.frames} frames'
+            f'uncertainty={self.uncertainty:.2f} over {self.frames} frames'
         )
 
 

@@ -13,7 +13,7 @@ from .explain import CAM_OUTPUT, cam_maps
 from .model_card import ModelCard
 from .postprocess import DecisionRule, Scores, score
 from .precision import Backend, Precision, parse_backend, parse_precision
-from .preprocess import prepare_batch, resize, scale
+from .preprocess import dihedral, prepare_batch, resize, scale
 
 
 class Classifier:
@@ -61,8 +61,11 @@ class Classifier:
         return out[self.card.output_name], ms
 
     def classify(self, frames: Sequence[np.ndarray]) -> tuple[Scores, float]:
-        """RGB uint8 frames -> (Scores, engine milliseconds for the batch)."""
-        logits, ms = self.logits(prepare_batch(frames, self.card.preprocessing))
+        """RGB uint8 frames -> (Scores, engine milliseconds for the batch).
+
+        With test-time augmentation (rule.views > 1) all views of all frames go in ONE engine call.
+        """
+        logits, ms = self.logits(prepare_batch(frames, self.card.preprocessing, self.rule.views))
         return score(logits, self.rule), ms
 
     @property
@@ -73,14 +76,15 @@ class Classifier:
         self, frames: Sequence[np.ndarray]
     ) -> tuple[Scores, float, np.ndarray, np.ndarray]:
         """RGB frames -> (Scores, engine ms, N x h x w activation maps in [0, 1], the crops the
-        model saw)."""
+        model saw). The maps are those of the un-augmented view."""
         if not self.has_cam:
             raise EngineError(f'{self.engine.path} has no {CAM_OUTPUT!r} output (export it again)')
-        spec = self.card.preprocessing
+        spec, views = self.card.preprocessing, self.rule.views
         crops = np.stack([resize(frame, spec) for frame in frames])
-        out, ms = self.outputs(scale(crops, spec))
+        batch = np.stack([dihedral(crop, v) for crop in crops for v in range(views)])
+        out, ms = self.outputs(scale(batch, spec))
         scores = score(out[self.card.output_name], self.rule)
-        return scores, ms, cam_maps(out[CAM_OUTPUT], self.rule), crops
+        return scores, ms, cam_maps(out[CAM_OUTPUT][::views], self.rule), crops
 
     def close(self) -> None:
         self.engine.close()

@@ -132,10 +132,10 @@ def coverage_curve(
 def mean_std(reports: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Per-metric mean and standard deviation over folds."""
     keys = [k for k, v in reports[0].items() if isinstance(v, float)]
+    values = {k: np.array([r[k] for r in reports], float) for k in keys}
     return {
-        k: {
-            'mean': float(np.nanmean([r[k] for r in reports])),
-            'std': float(np.nanstd([r[k] for r in reports])),
-        }
-        for k in keys
+        k: {'mean': float(np.nanmean(v)), 'std': float(np.nanstd(v))}
+        if np.isfinite(v).any()
+        else {'mean': math.nan, 'std': math.nan}  # e.g. epistemic with one head
+        for k, v in values.items()
     }

@@ -3,17 +3,26 @@
 One module, used by the inference node and by offline evaluation alike. The engine outputs one
 logit per head ('logits', shape N x K). K = 1 is a plain classifier; K > 1 heads are an ensemble
 on one backbone, whose disagreement is the epistemic uncertainty (mutual information).
+With test-time augmentation the engine sees V dihedral views per frame (rows frame-major) and
+each head's probability is averaged over the views before the heads are combined.
+
+Uncertainty scores, any of which can drive referral:
+- entropy: binary entropy of the probability (total predictive uncertainty), [0, ln 2];
+- epistemic: mutual information between prediction and heads (NaN for K = 1), [0, entropy];
+- ambiguity: closeness to the DECISION threshold, exp(-|logit p - logit threshold|), (0, 1].
+  Entropy peaks at p = 0.5, but the screening threshold is chosen for F1 or sensitivity and sits
+  elsewhere; the frames a clinician should see are the ones the threshold barely separates.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
 OTHER, SUSPICIOUS, REFER = 0, 1, 2
 LABELS = {OTHER: 'other', SUSPICIOUS: 'skin_cancer', REFER: 'refer'}
-UNCERTAINTY_SCORES = ('entropy', 'epistemic')
+UNCERTAINTY_SCORES = ('entropy', 'epistemic', 'ambiguity')
 _EPS = 1e-7
 
 
@@ -30,6 +39,7 @@ class DecisionRule:
     threshold: float = 0.5
     referral_threshold: float | None = None  # None: never REFER
     referral_score: str = 'entropy'
+    views: int = 1  # test-time augmentation: dihedral views averaged per frame (1, 2, 4 or 8)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -38,6 +48,8 @@ class DecisionRule:
             raise ValueError(f'threshold must be in [0, 1], not {self.threshold}')
         if self.referral_score not in UNCERTAINTY_SCORES:
             raise ValueError(f'referral_score must be one of {UNCERTAINTY_SCORES}')
+        if self.views not in (1, 2, 4, 8):
+            raise ValueError(f'views (test-time augmentation) must be 1, 2, 4 or 8: {self.views}')
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +60,7 @@ class DecisionRule:
 
     @classmethod
     def from_dict(cls, data: dict) -> DecisionRule:
-        keys = ('temperature', 'bias', 'threshold', 'referral_threshold', 'referral_score')
+        keys = [f.name for f in fields(cls)]
         return cls(**{k: data[k] for k in keys if k in data})
 
 
@@ -59,7 +71,13 @@ class Scores:
     probability: np.ndarray
     entropy: np.ndarray
     epistemic: np.ndarray  # NaN for K = 1
+    ambiguity: np.ndarray
     decision: np.ndarray
+
+    def uncertainty(self, name: str) -> np.ndarray:
+        if name not in UNCERTAINTY_SCORES:
+            raise ValueError(f'unknown uncertainty score {name!r} (one of {UNCERTAINTY_SCORES})')
+        return getattr(self, name)
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -69,6 +87,28 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def ambiguity(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """exp(-|logit p - logit threshold|): 1 on the threshold, towards 0 far from it."""
+    return np.exp(-np.abs(logit(probability) - logit(threshold)))
+
+
+def stack_views(per_view: list[np.ndarray]) -> np.ndarray:
+    """V arrays of N x K logits (one per view) -> (N * V) x K, the views of a frame adjacent."""
+    stacked = np.stack([np.asarray(v).reshape(len(v), -1) for v in per_view], axis=1)
+    return stacked.reshape(-1, stacked.shape[-1])
+
+
+def per_frame(logits: np.ndarray, views: int) -> np.ndarray:
+    """(N * V) x K logits -> N x (V * K): every member (view, head) of a frame on one row."""
+    logits = as_logits(logits)
+    return logits.reshape(-1, views * logits.shape[1])
 
 
 def as_logits(outputs: np.ndarray) -> np.ndarray:
@@ -84,24 +124,30 @@ def as_logits(outputs: np.ndarray) -> np.ndarray:
 
 
 def score(outputs: np.ndarray, rule: DecisionRule) -> Scores:
-    """Logits (N x K) -> probability (mean of heads), entropy, mutual information, decision."""
+    """Logits ((N * views) x K) -> per frame: probability (mean of heads), uncertainty, decision.
+
+    (Views averaged per head first: test-time augmentation is not model disagreement.)
+    """
     logits = as_logits(outputs)
-    heads = rule.calibrate(logits)
+    if len(logits) % rule.views:
+        raise ValueError(f'{len(logits)} output rows are not a whole number of {rule.views} views')
+    heads = rule.calibrate(logits).reshape(-1, rule.views, logits.shape[1]).mean(axis=1)
     probability = heads.mean(axis=1)
     entropy = binary_entropy(probability)
     if logits.shape[1] > 1:
         epistemic = np.maximum(entropy - binary_entropy(heads).mean(axis=1), 0.0)
     else:
         epistemic = np.full_like(probability, np.nan)
-    return Scores(probability, entropy, epistemic, decide(probability, entropy, epistemic, rule))
+    scores = Scores(
+        probability, entropy, epistemic, ambiguity(probability, rule.threshold), decision=None
+    )
+    return replace(scores, decision=decide(scores, rule))
 
 
-def decide(
-    probability: np.ndarray, entropy: np.ndarray, epistemic: np.ndarray, rule: DecisionRule
-) -> np.ndarray:
+def decide(scores: Scores, rule: DecisionRule) -> np.ndarray:
     """SUSPICIOUS at or above the threshold, REFER where uncertainty exceeds the referral bound."""
-    decision = np.where(probability >= rule.threshold, SUSPICIOUS, OTHER)
+    decision = np.where(scores.probability >= rule.threshold, SUSPICIOUS, OTHER)
     if rule.referral_threshold is not None:
-        uncertainty = entropy if rule.referral_score == 'entropy' else epistemic
-        decision = np.where(np.nan_to_num(uncertainty) > rule.referral_threshold, REFER, decision)
+        uncertainty = np.nan_to_num(scores.uncertainty(rule.referral_score))
+        decision = np.where(uncertainty > rule.referral_threshold, REFER, decision)
     return decision.astype(np.uint8)

@@ -121,12 +121,22 @@ def prepare(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return scale(resize(image, spec), spec)
 
 
-def prepare_batch(images: Iterable[np.ndarray], spec: Preprocessing) -> np.ndarray:
-    """Frames -> float32 N x size x size x 3."""
-    batch = [prepare(image, spec) for image in images]
+def dihedral(image: np.ndarray, view: int) -> np.ndarray:
+    """View 0 is the image itself; 1-3 rotate by 90/180/270 degrees; 4-7 add a flip.
+
+    Dermatoscopic images have no canonical orientation: training augments with these views and
+    test-time augmentation averages over them.
+    """
+    out = np.rot90(image, view % 4, axes=(0, 1))
+    return np.ascontiguousarray(out[:, ::-1] if view >= 4 else out)
+
+
+def prepare_batch(images: Iterable[np.ndarray], spec: Preprocessing, views: int = 1) -> np.ndarray:
+    """Frames -> float32 (N * views) x size x size x 3, the dihedral views of a frame adjacent."""
+    batch = [dihedral(crop, v) for crop in (resize(i, spec) for i in images) for v in range(views)]
     if not batch:
         return np.zeros((0, spec.input_size, spec.input_size, 3), np.float32)
-    return np.stack(batch)
+    return scale(np.stack(batch), spec)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

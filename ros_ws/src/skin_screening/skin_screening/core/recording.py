@@ -29,6 +29,8 @@ DIAGNOSIS_FIELDS = (
     'threshold',
     'entropy',
     'epistemic',
+    'ambiguity',
+    'referral_score',
     'referral_threshold',
     'precision',
     'backend',

@@ -37,7 +37,7 @@ from ..core.stats import RunningStats
 from .common import descriptor, diagnostics, nan_if_none, run_node, stamp_to_ns
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-SWAP_PARAMS = {'precision', 'backend', 'threshold', 'referral_threshold'}
+SWAP_PARAMS = {'precision', 'backend', 'threshold', 'referral_threshold', 'tta_views'}
 
 
 class ConfigurationError(RuntimeError):
@@ -87,8 +87,18 @@ class InferenceNode(Node):
             'referral_threshold',
             -1.0,
             descriptor(
-                "Entropy (nats) above which to REFER; -1 = the model card's (or off).",
+                "Bound on the model card's referral score above which to REFER; "
+                "-1 = the model card's (or off).",
                 float_range=(-1.0, 1.0),
+            ),
+        )
+        p(
+            'tta_views',
+            0,
+            descriptor(
+                'Test-time augmentation: dihedral views per frame in one engine call '
+                "(1, 2, 4 or 8; 0 = the model card's).",
+                int_range=(0, 8),
             ),
         )
         p(
@@ -200,6 +210,7 @@ class InferenceNode(Node):
                 'threads',
                 'threshold',
                 'referral_threshold',
+                'tta_views',
             )
         }
         return values | (overrides or {})
@@ -219,7 +230,13 @@ class InferenceNode(Node):
                 rule['threshold'] = v['threshold']
             if v['referral_threshold'] >= 0:
                 rule['referral_threshold'] = v['referral_threshold']
-            clf.rule = DecisionRule.from_dict(rule)
+            if v['tta_views'] > 0:
+                rule['views'] = v['tta_views']
+            try:
+                clf.rule = DecisionRule.from_dict(rule)
+            except ValueError as exc:
+                errors.append(f'{backend}: {exc}')
+                continue
             if self.get_parameter('publish_cam').value and not clf.has_cam:
                 errors.append(f'{backend}: {clf.engine.path.name} has no CAM output')
                 continue
@@ -296,6 +313,7 @@ class InferenceNode(Node):
         out.decision, out.label = decision, LABELS[decision]
         out.probability = float(scores.probability[0])
         out.entropy, out.epistemic = float(scores.entropy[0]), float(scores.epistemic[0])
+        out.ambiguity, out.referral_score = float(scores.ambiguity[0]), clf.rule.referral_score
         out.threshold = float(clf.rule.threshold)
         out.referral_threshold = nan_if_none(clf.rule.referral_threshold)
         out.precision, out.backend, out.model_id = (
@@ -310,7 +328,8 @@ class InferenceNode(Node):
         if self._cam_pub is not None:
             self._cam_pub.publish(cam)
         self._stats.processed(out.latency_ms, engine_ms, time.monotonic())
-        event = self._alerts.update(out.probability, out.entropy, stamp_to_ns(msg.header.stamp))
+        uncertainty = float(scores.uncertainty(clf.rule.referral_score)[0])
+        event = self._alerts.update(out.probability, uncertainty, stamp_to_ns(msg.header.stamp))
         if event is not None:
             self._alert_pub.publish(
                 Alert(

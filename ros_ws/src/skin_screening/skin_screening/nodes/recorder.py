@@ -89,6 +89,8 @@ class RecorderNode(Node):
             'threshold': m.threshold,
             'entropy': m.entropy,
             'epistemic': m.epistemic,
+            'ambiguity': m.ambiguity,
+            'referral_score': m.referral_score,
             'referral_threshold': m.referral_threshold,
             'precision': m.precision,
             'backend': m.backend,

@@ -1,0 +1,107 @@
+"""Issue 8 benchmark: every model of the training package through the same variants and engine.
+
+    uv run python benchmarks/models_table.py RUN [RUN ...] [--threads 2] [--limit N]
+
+RUN: training run folders (5-fold lesion-grouped CV on ../shared HAM10000, same seed/split).
+Per model: parameters and MFLOPs (from the ONNX graph), zero fraction of the weights, ONNX size
+per precision (and gzip-compressed FP32 size: what zeros can buy), ONNX Runtime CPU latency per
+precision (batch 1, median), CV F1 / ROC-AUC mean ± std at the inner-validation threshold, and
+the release fold's held-out F1 per precision. Variants are built in a temporary copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from training.complexity import complexity  # noqa: E402
+from training.evaluate import evaluate_variants  # noqa: E402
+from training.variants import VariantConfig, build_variants  # noqa: E402
+
+PRECISIONS = ('fp32', 'fp16', 'int8')
+
+
+def zero_fraction(onnx_path: Path) -> float:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(onnx_path)).graph.initializer
+        if t.data_type == 1 and np.prod(t.dims) > 1
+    ]
+    return float(sum((w == 0).sum() for w in weights) / sum(w.size for w in weights))
+
+
+def measure(run: Path, threads: int, limit: int | None) -> dict:
+    card = json.loads((run / 'model_card.json').read_text())
+    cv = json.loads((run / 'metrics.json').read_text())['cv_summary']['at_threshold']
+    fp32 = run / 'model.fp32.onnx'
+    row = {
+        'model': card['name'],
+        'architecture': card['architecture'],
+        'folds': len(json.loads((run / 'metrics.json').read_text())['cv_folds']),
+        **complexity(fp32),
+        'zeros': zero_fraction(fp32),
+        'gzip_mb': len(gzip.compress(fp32.read_bytes())) / 1e6,
+        'f1': cv['f1'],
+        'roc_auc': cv['roc_auc'],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / run.name
+        shutil.copytree(run, work, ignore=shutil.ignore_patterns('fold_logits.npz'))
+        build_variants(work, VariantConfig(precisions=('fp16', 'int8')))
+        for r in evaluate_variants(work, precisions=PRECISIONS, limit=limit, threads=threads):
+            p = r['precision']
+            row |= {f'{p}_mb': r['size_mb'], f'{p}_ms': r['latency_b1_ms'], f'{p}_f1': r['f1']}
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    print(
+        f'{"model":<28} {"params":>8} {"MFLOPs":>7} {"zeros":>6} '
+        + ' '.join(f'{p + " MB":>8}' for p in PRECISIONS)
+        + f' {"gz MB":>6} '
+        + ' '.join(f'{p + " ms":>8}' for p in PRECISIONS)
+        + f' {"CV F1":>12} {"CV ROC-AUC":>12} '
+        + ' '.join(f'{p + " F1":>8}' for p in PRECISIONS)
+    )
+    for r in rows:
+        print(
+            f'{r["model"]:<28} {r["parameters"] / 1e6:>7.3f}M {r["mflops"]:>7.1f} '
+            f'{r["zeros"]:>6.2f} '
+            + ' '.join(f'{r.get(p + "_mb", float("nan")):>8.3f}' for p in PRECISIONS)
+            + f' {r["gzip_mb"]:>6.3f} '
+            + ' '.join(f'{r.get(p + "_ms", float("nan")):>8.2f}' for p in PRECISIONS)
+            + f' {r["f1"]["mean"]:>6.3f}±{r["f1"]["std"]:.3f}'
+            + f' {r["roc_auc"]["mean"]:>6.3f}±{r["roc_auc"]["std"]:.3f} '
+            + ' '.join(f'{r.get(p + "_f1", float("nan")):>8.3f}' for p in PRECISIONS)
+        )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('runs', nargs='+', type=Path)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--limit', type=int, default=None, help='held-out images per model')
+    p.add_argument('--out', type=Path, default=REPO / 'data/benchmarks/models/models.json')
+    args = p.parse_args()
+    rows = [measure(run, args.threads, args.limit) for run in args.runs]
+    print_table(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2))
+    print(f'\nwritten to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
