@@ -50,6 +50,8 @@ def test_executables_exist_and_files_referenced_exist(path, launch_args):
         for key, value in spec.all_params().items():
             if key in ('model_dir', 'bag'):
                 assert Path(value).exists(), f'{spec.name}.{key} -> {value}'
+        for name in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+            assert Path(spec.env[name]).is_file(), f'{spec.name}: {name} -> {spec.env[name]}'
 
 
 @pytest.mark.ros

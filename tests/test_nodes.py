@@ -118,6 +118,7 @@ def test_four_nodes_end_to_end(ros_env, tmp_path, ham_model, camera_folder):
                     source=str(camera_folder),
                     rate_hz=2.0,  # 10 s of frames: the precision swap lands mid-stream
                     loop=False,
+                    min_subscribers=2,  # the inference node and this probe
                 )
             )
             wait_for(lambda: len(watch.diagnoses) >= 6, 60, 'the first diagnoses')
@@ -293,9 +294,9 @@ def test_tensorrt_falls_back_only_when_configured(ros_env, tmp_path, ham_model):
 @pytest.mark.ros
 def test_camera_sized_frames_arrive_over_best_effort(ros_env, tmp_path, ham_model, ham_fullres):
     """600x450 rgb8 frames (810 KB, over Fast DDS's default 512 KiB shared-memory segment) at
-    30 fps with sensor-data QoS between the camera and inference processes: the project's
-    opt-in DDS profile must carry them (without it 0-6 of 150 arrived here). Fast DDS reads its
-    profile once per process, so both run in child processes that start with it."""
+    30 fps with sensor-data QoS between the camera and inference processes: the project's DDS
+    profile (set by the launch files) must carry them (without it 0-6 of 150 arrived here).
+    Fast DDS reads its profile once per process, so both run in child processes started with it."""
     from skin_screening.core.preprocess import load_rgb
     from skin_screening.launching import ros_environment
 

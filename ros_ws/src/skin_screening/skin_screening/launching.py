@@ -42,7 +42,7 @@ def ros_environment(
 ) -> dict[str, str]:
     """Environment for ROS processes started here: discovery on this machine only, `domain` as
     ROS_DOMAIN_ID when given, and with `large_frames` the project's Fast DDS profile (frames
-    over 512 KiB over shared memory; opt-in, see launch/fastdds.xml for its known issue)."""
+    over 512 KiB over shared memory, as the launch files set it; see launch/fastdds.xml)."""
     env = dict(os.environ if base is None else base)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     if large_frames:

@@ -49,6 +49,16 @@ class CameraNode(Node):
             ),
         )
         p(
+            'min_subscribers',
+            0,
+            descriptor(
+                'Hold the first frame until image_raw has this many subscribers (replays of '
+                'files and folders: best-effort frames sent before discovery are lost).',
+                read_only=True,
+                int_range=(0, 100),
+            ),
+        )
+        p(
             'publish_compressed',
             False,
             descriptor('Also publish image_raw/compressed (JPEG).', read_only=True),
@@ -65,6 +75,7 @@ class CameraNode(Node):
         gp = self.get_parameter
         self._spec = gp('source').value
         self._max = gp('max_frames').value
+        self._min_subscribers = gp('min_subscribers').value
         self._raw = self.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
         self._jpeg = (
             self.create_publisher(CompressedImage, 'image_raw/compressed', qos_profile_sensor_data)
@@ -100,6 +111,8 @@ class CameraNode(Node):
 
     def _tick(self) -> None:
         if self._max and self.published >= self._max:
+            return
+        if not self.published and self._raw.get_subscription_count() < self._min_subscribers:
             return
         if self._source is None:
             if time.monotonic() >= self._next_reopen:
