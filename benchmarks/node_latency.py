@@ -110,18 +110,18 @@ class Load:
         return np.array([(self.got[s] - s) / 1e6 for s in self.sent if s in self.got])
 
 
-def start_node(precision: str, threads: int) -> subprocess.Popen:
+def start_node(precision: str, threads: int, **extra) -> subprocess.Popen:
     spec = NodeSpec(
         'skin_screening',
         'inference_node',
         'inference',
-        params={'model_dir': str(MODEL), 'precision': precision, 'threads': threads},
+        params={'model_dir': str(MODEL), 'precision': precision, 'threads': threads, **extra},
     )
     return subprocess.Popen(spec.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
-def measure(node, images, precision, threads, count, fps, soak=False):
-    proc = start_node(precision, threads)
+def measure(node, images, precision, threads, count, fps, soak=False, **extra):
+    proc = start_node(precision, threads, **extra)
     try:
         load = Load(node, images)
         deadline = time.monotonic() + 60
@@ -150,6 +150,7 @@ def main() -> int:
     p.add_argument('--soak', type=int, default=0, help='frames for the memory soak (e.g. 10000)')
     p.add_argument('--soak-fps', type=float, default=60.0)
     p.add_argument('--small', action='store_true', help='200x150 sample frames, not 600x450')
+    p.add_argument('--cam', action='store_true', help='also fp32 with the CAM overlay topic on')
     args = p.parse_args()
     images = frames(small=args.small)
     print(
@@ -167,12 +168,16 @@ def main() -> int:
             f'{"precision":<9} {"engine ms":>9} {"e2e median":>10} {"e2e p99":>8} '
             f'{"overhead":>8} {"answered":>9} {"dropped":>7} {"in node":>7} {"node eng":>8}'
         )
-        for precision in ('fp32', 'int8'):
+        runs = [('fp32', {}), ('int8', {})] + ([('fp32+cam', {'publish_cam': True})] * args.cam)
+        for label, extra in runs:
+            precision = label.split('+')[0]
             engine = bare_engine_ms(images, precision, args.threads)
-            load, _ = measure(node, images, precision, args.threads, args.frames, args.fps)
+            load, _ = measure(
+                node, images, precision, args.threads, args.frames, args.fps, **extra
+            )
             lat = load.latencies()
             print(
-                f'{precision:<9} {engine:>9.2f} {np.median(lat):>10.2f} '
+                f'{label:<9} {engine:>9.2f} {np.median(lat):>10.2f} '
                 f'{np.percentile(lat, 99):>8.2f} {np.median(lat) - engine:>+8.2f} '
                 f'{len(lat):>5}/{len(load.sent):<4}{len(load.sent) - len(lat):>6} '
                 f'{np.median([v[0] for v in load.in_node.values()]):>7.2f} '
