@@ -236,9 +236,11 @@ class InferenceNode(Node):
                 clf.rule = DecisionRule.from_dict(rule)
             except ValueError as exc:
                 errors.append(f'{backend}: {exc}')
+                clf.close()
                 continue
             if self.get_parameter('publish_cam').value and not clf.has_cam:
                 errors.append(f'{backend}: {clf.engine.path.name} has no CAM output')
+                clf.close()
                 continue
             if errors:
                 self.get_logger().warning(f'fell back to {backend}: {errors[0]}')
