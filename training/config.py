@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 from skin_screening.core.postprocess import UNCERTAINTY_SCORES
+from skin_screening.core.preprocess import VIEW_COUNTS
 
 
 @dataclass
@@ -113,8 +114,8 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Refuse combinations that would fail late in a run."""
         t = self.train
-        if t.tta_views not in (1, 2, 4, 8) or t.views not in (1, 2, 4, 8):
-            raise ValueError('train.views and train.tta_views must be 1, 2, 4 or 8')
+        if t.tta_views not in VIEW_COUNTS or t.views not in VIEW_COUNTS:
+            raise ValueError(f'train.views and train.tta_views must be in {VIEW_COUNTS}')
         if t.recipe == 'cached' and t.tta_views > t.views:
             raise ValueError(f'train.tta_views {t.tta_views} > cached train.views {t.views}')
         if t.referral_score not in UNCERTAINTY_SCORES:

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from .preprocess import VIEW_COUNTS
+
 OTHER, SUSPICIOUS, REFER = 0, 1, 2
 LABELS = {OTHER: 'other', SUSPICIOUS: 'skin_cancer', REFER: 'refer'}
 UNCERTAINTY_SCORES = ('entropy', 'epistemic', 'ambiguity')
@@ -48,8 +50,10 @@ class DecisionRule:
             raise ValueError(f'threshold must be in [0, 1], not {self.threshold}')
         if self.referral_score not in UNCERTAINTY_SCORES:
             raise ValueError(f'referral_score must be one of {UNCERTAINTY_SCORES}')
-        if self.views not in (1, 2, 4, 8):
-            raise ValueError(f'views (test-time augmentation) must be 1, 2, 4 or 8: {self.views}')
+        if self.views not in VIEW_COUNTS:
+            raise ValueError(
+                f'views (test-time augmentation) must be in {VIEW_COUNTS}, not {self.views}'
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -121,6 +121,9 @@ def prepare(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return scale(resize(image, spec), spec)
 
 
+VIEW_COUNTS = (1, 2, 4, 8)  # how many of dihedral()'s views (the first ones) an image may use
+
+
 def dihedral(image: np.ndarray, view: int) -> np.ndarray:
     """View 0 is the image itself; 1-3 rotate by 90/180/270 degrees; 4-7 add a flip.
 
