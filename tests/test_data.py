@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from training.config import DataConfig, SplitConfig, load_config
+from tests.conftest import WEIGHTS_05
+from training.config import DataConfig, ModelConfig, SplitConfig, load_config
 from training.data import DataError, Mapping, grouped_folds, inner_split, load_dataset
+from training.model import TrainingError, resolve_weights
 
 
 def test_ham10000_folds_never_share_a_lesion(ham):
@@ -61,3 +63,21 @@ def test_config_overrides_are_typed_and_checked():
     assert (config.train.views, config.model.alpha, config.data.limit) == (4, 0.35, 100)
     with pytest.raises(KeyError, match='unknown config key'):
         load_config(None, ['train.epochz=3'])
+
+
+def test_imagenet_weights_fall_back_to_the_local_copy_offline(monkeypatch, tmp_path):
+    if not WEIGHTS_05.is_file():
+        pytest.skip(f'{WEIGHTS_05} absent (../shared not mounted)')
+    keras = pytest.importorskip('keras')
+
+    def offline(*args, **kwargs):
+        raise OSError('Name or service not known')
+
+    monkeypatch.setenv('KERAS_HOME', str(tmp_path))
+    monkeypatch.setattr(keras.utils, 'get_file', offline)
+    for size in (224, 288):  # Keras loads its 224 weights for unpublished sizes
+        config = ModelConfig(input_size=size, weights_fallback=str(WEIGHTS_05))
+        path, source = resolve_weights(config)
+        assert path == str(WEIGHTS_05) and 'local copy' in source
+    with pytest.raises(TrainingError, match='could not be downloaded'):
+        resolve_weights(ModelConfig(alpha=1.0, weights_fallback=str(WEIGHTS_05)))

@@ -28,9 +28,10 @@ def import_keras() -> Any:
 
 def _keras_file_name(config: ModelConfig) -> str:
     alpha = {0.35: '0.35', 0.5: '0.5', 0.75: '0.75', 1.0: '1.0', 1.3: '1.3', 1.4: '1.4'}
-    return KERAS_WEIGHTS.format(
-        alpha=alpha.get(config.alpha, config.alpha), size=config.input_size
-    )
+    # Keras publishes weights for these input sizes and loads the 224 ones for any other size
+    # (the network is fully convolutional, so they fit): name the file Keras would fetch.
+    size = config.input_size if config.input_size in (96, 128, 160, 192, 224) else 224
+    return KERAS_WEIGHTS.format(alpha=alpha.get(config.alpha, config.alpha), size=size)
 
 
 def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
