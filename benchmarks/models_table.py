@@ -5,7 +5,8 @@
 RUN: training run folders (5-fold lesion-grouped CV on ../shared HAM10000, same seed/split).
 Per model: parameters and MFLOPs (from the ONNX graph), zero fraction of the weights, ONNX size
 per precision (and gzip-compressed FP32 size: what zeros can buy), ONNX Runtime CPU latency per
-precision (batch 1, median), CV F1 / ROC-AUC mean ± std at the inner-validation threshold, and
+precision (batch 1, median of rounds interleaved across every model and precision, so host
+noise hits them alike), CV F1 / ROC-AUC mean ± std at the inner-validation threshold, and
 the release fold's held-out F1 per precision. Variants are built in a temporary copy.
 """
 
@@ -15,6 +16,7 @@ import argparse
 import gzip
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -22,8 +24,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from skin_screening.core.classifier import Classifier  # noqa: E402
+from skin_screening.core.model_card import ModelCard  # noqa: E402
+from skin_screening.core.preprocess import load_rgb, prepare_batch  # noqa: E402
+
 from training.complexity import complexity  # noqa: E402
-from training.evaluate import evaluate_variants  # noqa: E402
+from training.evaluate import engine_call, evaluate_variants, interleaved_ms  # noqa: E402
 from training.variants import VariantConfig, build_variants  # noqa: E402
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
@@ -42,7 +48,8 @@ def zero_fraction(onnx_path: Path) -> float:
     return float(sum((w == 0).sum() for w in weights) / sum(w.size for w in weights))
 
 
-def measure(run: Path, threads: int, limit: int | None) -> dict:
+def measure(run: Path, work: Path, threads: int, limit: int | None) -> dict:
+    """Row of one model; its variants are built in `work` (a copy of the run)."""
     card = json.loads((run / 'model_card.json').read_text())
     cv = json.loads((run / 'metrics.json').read_text())['cv_summary']['at_threshold']
     fp32 = run / 'model.fp32.onnx'
@@ -56,14 +63,33 @@ def measure(run: Path, threads: int, limit: int | None) -> dict:
         'f1': cv['f1'],
         'roc_auc': cv['roc_auc'],
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp) / run.name
-        shutil.copytree(run, work, ignore=shutil.ignore_patterns('fold_logits.npz'))
-        build_variants(work, VariantConfig(precisions=('fp16', 'int8')))
-        for r in evaluate_variants(work, precisions=PRECISIONS, limit=limit, threads=threads):
-            p = r['precision']
-            row |= {f'{p}_mb': r['size_mb'], f'{p}_ms': r['latency_b1_ms'], f'{p}_f1': r['f1']}
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns('fold_logits.npz'))
+    build_variants(work, VariantConfig(precisions=('fp16', 'int8')))
+    for r in evaluate_variants(work, precisions=PRECISIONS, limit=limit, threads=threads):
+        row |= {f'{r["precision"]}_mb': r['size_mb'], f'{r["precision"]}_f1': r['f1']}
     return row
+
+
+def interleaved_latency(works: list[Path], threads: int, rounds: int) -> list[dict]:
+    """Batch-1 ms per model and precision, every engine timed in every round."""
+    frames = [load_rgb(p) for p in sorted((REPO / 'data/samples/images').glob('*.jpg'))[:8]]
+    clfs = {
+        (i, p): Classifier(work, p, threads=threads)
+        for i, work in enumerate(works)
+        for p in PRECISIONS
+    }
+    try:
+        calls = {}
+        for (i, p), clf in clfs.items():
+            views = clf.rule.views
+            batch = prepare_batch(frames[:1], ModelCard.load(works[i]).preprocessing, views)
+            calls[(i, p)] = engine_call(clf, batch, views)
+        times = interleaved_ms(calls, rounds, block=10)
+    finally:
+        for clf in clfs.values():
+            clf.close()
+    medians = {key: statistics.median(ms) for key, ms in times.items()}
+    return [{f'{p}_ms': medians[(i, p)] for p in PRECISIONS} for i in range(len(works))]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -93,9 +119,14 @@ def main() -> int:
     p.add_argument('runs', nargs='+', type=Path)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--limit', type=int, default=None, help='held-out images per model')
+    p.add_argument('--rounds', type=int, default=30, help='rounds of 10 timed calls per engine')
     p.add_argument('--out', type=Path, default=REPO / 'data/benchmarks/models/models.json')
     args = p.parse_args()
-    rows = [measure(run, args.threads, args.limit) for run in args.runs]
+    with tempfile.TemporaryDirectory() as tmp:
+        works = [Path(tmp) / f'{i}-{run.name}' for i, run in enumerate(args.runs)]
+        rows = [measure(*pair, args.threads, args.limit) for pair in zip(args.runs, works)]
+        for row, ms in zip(rows, interleaved_latency(works, args.threads, args.rounds)):
+            row |= ms
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))

@@ -8,6 +8,7 @@ import pytest
 from onnx import numpy_helper
 from skin_screening.core.engines import open_engine
 
+from training.evaluate import interleaved_ms
 from training.variants import VariantConfig, build_variants
 
 
@@ -86,3 +87,13 @@ def test_calibration_never_uses_heldout_images(ham_model, ham):
     held = {r['path'] for r in csv.DictReader((ham_model / 'heldout.csv').open())}
     paths = calibration_paths(ham_model, None, 300, seed=0)
     assert len(paths) == 300 and not {str(p) for p in paths} & held
+
+
+def test_latency_rounds_interleave_every_engine():
+    order = []
+    calls = {k: (lambda k=k: order.append(k) or float(len(order))) for k in 'abc'}
+    times = interleaved_ms(calls, rounds=4, block=1, settle=1)
+    assert {k: len(v) for k, v in times.items()} == {'a': 4, 'b': 4, 'c': 4}
+    # each round starts one further along; every call runs once unkept after a switch
+    assert ''.join(order) == 'aabbccbbccaaccaabbaabbcc'
+    assert times['a'] == [2.0, 12.0, 16.0, 20.0]

@@ -1,7 +1,8 @@
 """Every variant on the same held-out images through the same Classifier interface.
 
 Per precision x backend: file size (and ratio to FP32), parameter count, latency (median, p90)
-at batch 1 and 8, throughput, screening metrics at the model card's threshold, and agreement of
+at batch 1 and 8 (timed round by round across the variants, so host noise hits all alike),
+throughput, screening metrics at the model card's threshold, and agreement of
 decisions with FP32.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import time
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from skin_screening.core.classifier import Classifier
@@ -23,6 +25,8 @@ from skin_screening.core.preprocess import load_rgb, prepare_batch
 
 from .complexity import parameter_count
 
+K = TypeVar('K', bound=Hashable)
+
 
 def load_labelled_csv(path: Path, limit: int | None = None) -> tuple[list[Path], np.ndarray]:
     rows = list(csv.DictReader(Path(path).open()))
@@ -32,40 +36,76 @@ def load_labelled_csv(path: Path, limit: int | None = None) -> tuple[list[Path],
     return [Path(r['path']) for r in rows], np.array([int(r['y']) for r in rows])
 
 
-def time_engine(clf: Classifier, batch: np.ndarray, size: int, repeats: int) -> list[float]:
-    """Engine milliseconds per call for `repeats` calls of batch `size` (after warm-up)."""
+def interleaved_ms(
+    calls: Mapping[K, Callable[[], float]], rounds: int, block: int = 20, settle: int = 10
+) -> dict[K, list[float]]:
+    """Milliseconds of every call, `block` per round. A round runs each call `settle` + `block`
+    times in a row, starting one call further along than the round before, so a noisy host slows
+    all of them alike. The first `settle` calls after a switch are not kept: measured here, an
+    ONNX Runtime session's first ~10 calls after another session ran are up to 3x slower."""
+    keys = list(calls)
+    times: dict[K, list[float]] = {k: [] for k in keys}
+    for r in range(rounds):
+        shift = r % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            for _ in range(settle):
+                calls[key]()
+            times[key].extend(calls[key]() for _ in range(block))
+    return times
+
+
+def engine_call(clf: Classifier, batch: np.ndarray, size: int) -> Callable[[], float]:
+    """A warmed-up timed engine call of batch `size` (rows of `batch`, repeated to fill)."""
     x = np.ascontiguousarray(np.resize(batch, (size, *batch.shape[1:])))
     clf.logits(x)
-    return [clf.logits(x)[1] for _ in range(repeats)]
+    return lambda: clf.logits(x)[1]
 
 
-def evaluate_one(clf: Classifier, images: np.ndarray, y: np.ndarray, repeats: int) -> dict:
-    """images: (N * views) preprocessed rows, a frame's test-time views adjacent. Latency is per
-    call of 1 and 8 frames (with all their views)."""
+def latency_columns(b1: list[float], b8: list[float]) -> dict:
+    return {
+        'latency_b1_ms': statistics.median(b1),
+        'latency_b1_p90_ms': float(np.percentile(b1, 90)),
+        'latency_b8_ms': statistics.median(b8),
+        'throughput_ips': 8000.0 / statistics.median(b8),
+    }
+
+
+def evaluate_one(clf: Classifier, images: np.ndarray, y: np.ndarray) -> dict:
+    """Screening metrics of one variant. images: (N * views) preprocessed rows, a frame's
+    test-time views adjacent."""
     from skin_screening.core.postprocess import score
 
-    step, v = 32 * clf.rule.views, clf.rule.views
+    step = 32 * clf.rule.views
     logits = np.concatenate(
         [clf.logits(images[s : s + step])[0] for s in range(0, len(images), step)]
     )
     scores = score(logits, clf.rule)
-    b1 = time_engine(clf, images[:v], v, repeats)
-    b8 = time_engine(clf, images[: 8 * v], 8 * v, max(5, repeats // 4))
     report = binary_report(y, scores.probability, clf.rule.threshold)
     return {
         'precision': clf.precision.value,
         'backend': clf.backend.value,
         'file': clf.engine.path.name,
         'size_mb': clf.engine.path.stat().st_size / 1e6,
-        'latency_b1_ms': statistics.median(b1),
-        'latency_b1_p90_ms': float(np.percentile(b1, 90)),
-        'latency_b8_ms': statistics.median(b8),
-        'throughput_ips': 8000.0 / statistics.median(b8),
         'ppv': report['precision'],  # 'precision' names the numeric precision here
         **{k: report[k] for k in ('f1', 'recall', 'specificity', 'roc_auc', 'accuracy')},
         '_decision': scores.decision,
         '_probability': scores.probability,
     }
+
+
+def time_variants(clfs: list[Classifier], images: np.ndarray, repeats: int) -> list[dict]:
+    """Latency columns of each variant: calls of 1 and 8 frames (with all their views),
+    interleaved across the variants."""
+    calls = {}
+    for i, clf in enumerate(clfs):
+        v = clf.rule.views
+        calls[(i, 1)] = engine_call(clf, images[:v], v)
+        calls[(i, 8)] = engine_call(clf, images[: 8 * v], 8 * v)
+    one = {k: c for k, c in calls.items() if k[1] == 1}
+    eight = {k: c for k, c in calls.items() if k[1] == 8}
+    b1 = interleaved_ms(one, max(2, repeats // 10), block=10)
+    b8 = interleaved_ms(eight, max(2, repeats // 40), block=10, settle=3)
+    return [latency_columns(b1[(i, 1)], b8[(i, 8)]) for i in range(len(clfs))]
 
 
 def evaluate_variants(
@@ -84,22 +124,26 @@ def evaluate_variants(
     paths, y = load_labelled_csv(csv_path, limit)
     images = prepare_batch([load_rgb(p) for p in paths], card.preprocessing, card.decision.views)
     params = parameter_count(model_dir / 'model.fp32.onnx')
-    rows = []
-    for backend in map(parse_backend, backends):
-        for precision in map(parse_precision, precisions):
-            if not variant_path(model_dir, precision, backend).is_file():
-                print(f'skipped {precision.value}/{backend.value}: variant not built')
-                continue
-            try:
-                clf = Classifier(model_dir, precision, backend, threads=threads)
-            except EngineError as exc:
-                print(f'skipped {precision.value}/{backend.value}: {exc}')
-                continue
-            start = time.perf_counter()
-            row = evaluate_one(clf, images, y, repeats)
-            row |= {'parameters': params, 'images': len(y), 'wall_s': time.perf_counter() - start}
+    rows, clfs = [], []
+    try:
+        for backend in map(parse_backend, backends):
+            for precision in map(parse_precision, precisions):
+                if not variant_path(model_dir, precision, backend).is_file():
+                    print(f'skipped {precision.value}/{backend.value}: variant not built')
+                    continue
+                try:
+                    clf = Classifier(model_dir, precision, backend, threads=threads)
+                except EngineError as exc:
+                    print(f'skipped {precision.value}/{backend.value}: {exc}')
+                    continue
+                clfs.append(clf)
+                row = evaluate_one(clf, images, y)
+                rows.append(row | {'parameters': params, 'images': len(y)})
+        for row, latency in zip(rows, time_variants(clfs, images, repeats)):
+            row |= latency
+    finally:
+        for clf in clfs:
             clf.close()
-            rows.append(row)
     reference = next((r for r in rows if r['precision'] == 'fp32'), None)
     for row in rows:
         if reference is not None:
