@@ -6,12 +6,15 @@
 A publisher in this process sends real camera-sized lesion frames (600x450 HAM10000 originals,
 or the embedded samples) at --fps to an inference node started as its own process; latency is
 (Diagnosis received here) - (image stamp), same clock. The bare engine figure is the same
-Classifier (preprocessing + engine) timed in-process on the same frames.
+Classifier (preprocessing + engine) timed in-process on the same frames. The "floor" row is a
+relay process that answers each frame with an empty Diagnosis at once: what the two loopback
+hops cost (frame in, Diagnosis back) before any node work.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import statistics
@@ -120,8 +123,36 @@ def start_node(precision: str, threads: int, **extra) -> subprocess.Popen:
     return subprocess.Popen(spec.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
-def measure(node, images, precision, threads, count, fps, soak=False, **extra):
-    proc = start_node(precision, threads, **extra)
+def start_relay() -> subprocess.Popen:
+    """The ROS floor: a process that answers every frame with an empty Diagnosis at once."""
+    argv = [sys.executable, __file__, '--relay']
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def relay() -> int:
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init()
+    node = rclpy.create_node('relay')
+    pub = node.create_publisher(Diagnosis, 'diagnosis', 50)  # as the inference node's
+    node.create_subscription(
+        Image,
+        'image_raw',
+        lambda msg: pub.publish(Diagnosis(header=msg.header)),
+        qos_profile_sensor_data,
+    )
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def measure(node, images, start, count, fps, soak=False):
+    proc = start()
     try:
         load = Load(node, images)
         deadline = time.monotonic() + 60
@@ -151,7 +182,10 @@ def main() -> int:
     p.add_argument('--soak-fps', type=float, default=60.0)
     p.add_argument('--small', action='store_true', help='200x150 sample frames, not 600x450')
     p.add_argument('--cam', action='store_true', help='also fp32 with the CAM overlay topic on')
+    p.add_argument('--relay', action='store_true', help=argparse.SUPPRESS)  # the floor's process
     args = p.parse_args()
+    if args.relay:
+        return relay()
     images = frames(small=args.small)
     print(
         f'frames {images[0].shape[1]}x{images[0].shape[0]}, {args.fps:g} fps, '
@@ -169,12 +203,19 @@ def main() -> int:
             f'{"overhead":>8} {"answered":>9} {"dropped":>7} {"in node":>7} {"node eng":>8}'
         )
         runs = [('fp32', {}), ('int8', {})] + ([('fp32+cam', {'publish_cam': True})] * args.cam)
+        load, _ = measure(node, images, start_relay, args.frames, args.fps)
+        floor = np.median(load.latencies())
+        print(
+            f'{"floor":<9} {0:>9.2f} {floor:>10.2f} {np.percentile(load.latencies(), 99):>8.2f}'
+            f' {floor:>+8.2f} {len(load.latencies()):>5}/{len(load.sent):<4}'
+            f'{len(load.sent) - len(load.latencies()):>6}   (relay: no decoding, no engine)',
+            flush=True,
+        )
         for label, extra in runs:
             precision = label.split('+')[0]
             engine = bare_engine_ms(images, precision, args.threads)
-            load, _ = measure(
-                node, images, precision, args.threads, args.frames, args.fps, **extra
-            )
+            start = functools.partial(start_node, precision, args.threads, **extra)
+            load, _ = measure(node, images, start, args.frames, args.fps)
             lat = load.latencies()
             print(
                 f'{label:<9} {engine:>9.2f} {np.median(lat):>10.2f} '
@@ -185,9 +226,8 @@ def main() -> int:
                 flush=True,
             )
         if args.soak:
-            load, rss = measure(
-                node, images, 'int8', args.threads, args.soak, args.soak_fps, soak=True
-            )
+            start = functools.partial(start_node, 'int8', args.threads)
+            load, rss = measure(node, images, start, args.soak, args.soak_fps, soak=True)
             print(
                 f'soak: {len(load.latencies())}/{len(load.sent)} frames answered at '
                 f'{args.soak_fps:g} fps; node RSS per 1000 frames (MB): '
