@@ -63,3 +63,23 @@ def test_corrupt_and_missing_files_are_refused(tmp_path):
         load_rgb(bad)
     with pytest.raises(FrameError, match='missing'):
         load_rgb(tmp_path / 'nope.jpg')
+
+
+def test_colour_constancy_removes_a_colour_cast(sample_frames):
+    frames, _ = sample_frames
+    spec = Preprocessing(color_constancy=6)
+    cast = np.clip(frames[0] * np.array([1.2, 1.0, 0.8]), 0, 255).astype(np.uint8)
+    plain = np.abs(prepare(frames[0], Preprocessing()) - prepare(cast, Preprocessing())).mean()
+    corrected = np.abs(prepare(frames[0], spec) - prepare(cast, spec)).mean()
+    assert corrected < plain / 3
+    grey = np.full((64, 64, 3), 128, np.uint8)  # a grey world is left as it is
+    assert np.allclose(prepare(grey, spec), prepare(grey, Preprocessing()), atol=1e-4)
+    assert np.array_equal(prepare_batch(frames[:2], spec)[1], prepare(frames[1], spec))
+
+
+def test_preprocessing_round_trips_through_the_card():
+    spec = Preprocessing(input_size=112, color_constancy=6)
+    assert Preprocessing.from_dict(spec.to_dict()) == spec
+    assert Preprocessing.from_dict({'input_size': 224}).color_constancy == 0  # older cards
+    with pytest.raises(ValueError, match='color_constancy'):
+        Preprocessing(color_constancy=-1)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 from skin_screening.core.postprocess import UNCERTAINTY_SCORES
-from skin_screening.core.preprocess import VIEW_COUNTS
+from skin_screening.core.preprocess import VIEW_COUNTS, Preprocessing
 
 
 @dataclass
@@ -37,6 +37,7 @@ class ModelConfig:
     alpha: float = 0.5
     input_size: int = 224
     resize: str = 'center_crop'
+    color_constancy: int = 0  # shades-of-grey Minkowski p before scaling (6 = ISIC's), 0 = off
     weights: str = 'imagenet'  # imagenet | none | path to a no-top .h5
     weights_fallback: str | None = (
         '../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
@@ -49,6 +50,10 @@ class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     convs_per_block: int = 1
     dense: int = 256
+
+    def preprocessing(self) -> Preprocessing:
+        """THE preprocessing this model is trained with (stored in its model card)."""
+        return Preprocessing(self.input_size, self.resize, color_constancy=self.color_constancy)
 
 
 @dataclass

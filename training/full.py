@@ -89,7 +89,7 @@ def train_full(
 
     gpus = tf.config.list_physical_devices('GPU')
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    spec = Preprocessing(cfg.model.input_size, cfg.model.resize)
+    spec = cfg.model.preprocessing()
     batch = cfg.train.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = build_model(cfg.model)
@@ -128,7 +128,7 @@ def train_full(
 
 def predict_images(model: SplitModel, data: LabelledSet, index: np.ndarray, cfg: RunConfig):
     """(N * tta_views) x K logits, the dihedral views of an image adjacent."""
-    spec = Preprocessing(cfg.model.input_size, cfg.model.resize)
+    spec = cfg.model.preprocessing()
     per_view = [
         model.full.predict(
             dataset(data, index, spec, cfg.train.batch_size, None, False, 0, view), verbose=0

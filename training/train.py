@@ -32,7 +32,6 @@ from skin_screening.core.postprocess import (
     score,
     sigmoid,
 )
-from skin_screening.core.preprocess import Preprocessing
 
 from .config import RunConfig, set_seeds
 from .data import LabelledSet, grouped_folds, inner_split, load_dataset
@@ -138,7 +137,7 @@ def run_training(cfg: RunConfig) -> Path:
     data = load_dataset(cfg.data)  # bad data stops here, before a run folder exists
     run_dir = make_run_dir(cfg.out_dir, cfg.name)
     cfg.save(run_dir / 'config.yaml')
-    spec = Preprocessing(cfg.model.input_size, cfg.model.resize)
+    spec = cfg.model.preprocessing()
     if cfg.train.recipe == 'cached':
         model = build_model(cfg.model)
         acts, data = cached_activations(

@@ -30,18 +30,23 @@ class Preprocessing:
     aspect ratio; the lesion is centred in dermatoscopic and wearable frames), 'pad' letterboxes
     with black, 'stretch' ignores the aspect ratio.
     scaling: 'mobilenet_v2' maps [0, 255] to [-1, 1]; 'unit' maps it to [0, 1].
+    color_constancy: Minkowski norm p of shades-of-grey colour constancy applied before the
+    scaling (6 is the ISIC-challenge choice); 0 = off.
     The model input is NHWC float32, RGB.
     """
 
     input_size: int = 224
     resize: str = 'center_crop'
     scaling: str = 'mobilenet_v2'
+    color_constancy: int = 0
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_POLICIES:
             raise ValueError(f'resize must be one of {RESIZE_POLICIES}, not {self.resize!r}')
         if self.scaling not in SCALINGS:
             raise ValueError(f'scaling must be one of {SCALINGS}, not {self.scaling!r}')
+        if not 0 <= self.color_constancy <= 16:
+            raise ValueError(f'color_constancy must be in [0, 16], not {self.color_constancy}')
         if not MIN_SIDE <= self.input_size <= 1024:
             raise ValueError(f'input_size must be in [{MIN_SIDE}, 1024], not {self.input_size}')
 
@@ -50,7 +55,8 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        return cls(**{k: data[k] for k in ('input_size', 'resize', 'scaling') if k in data})
+        keys = ('input_size', 'resize', 'scaling', 'color_constancy')  # cards before it: off
+        return cls(**{k: data[k] for k in keys if k in data})
 
 
 def check_frame(image: np.ndarray) -> np.ndarray:
@@ -105,9 +111,26 @@ def resize(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return canvas
 
 
+def shades_of_grey(x: np.ndarray, p: int) -> np.ndarray:
+    """Colour constancy (Finlayson & Trezzi 2004) of float32 RGB images [..., H, W, 3] in
+    [0, 255], in place: each image's illuminant is the Minkowski p-mean of each channel (over
+    every other row and column: 4x cheaper, same estimate to ~1e-3); dividing by it, normalised
+    so that a grey illuminant changes nothing, removes the colour cast of the light and camera."""
+    sample = x[..., ::2, ::2, :] / np.float32(255.0)
+    power = sample.copy()
+    for _ in range(p - 1):  # integer power by multiplication: 5x faster than ** here
+        power *= sample
+    light = power.mean(axis=(-3, -2), keepdims=True) ** (1.0 / p)
+    light *= np.sqrt(3.0) / np.maximum(np.linalg.norm(light, axis=-1, keepdims=True), 1e-12)
+    x *= (1.0 / np.maximum(light, 1e-6)).astype(np.float32)
+    return np.clip(x, 0.0, 255.0, out=x)
+
+
 def scale(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """Photometric part: uint8 (any shape) -> float32 model range."""
+    """Photometric part: uint8 (one image or a batch) -> float32 model range."""
     x = pixels.astype(np.float32)
+    if spec.color_constancy:
+        x = shades_of_grey(x, spec.color_constancy)
     if spec.scaling == 'mobilenet_v2':
         x /= 127.5
         x -= 1.0
