@@ -204,11 +204,11 @@ def main() -> int:
         )
         runs = [('fp32', {}), ('int8', {})] + ([('fp32+cam', {'publish_cam': True})] * args.cam)
         load, _ = measure(node, images, start_relay, args.frames, args.fps)
-        floor = np.median(load.latencies())
+        lat = load.latencies()
         print(
-            f'{"floor":<9} {0:>9.2f} {floor:>10.2f} {np.percentile(load.latencies(), 99):>8.2f}'
-            f' {floor:>+8.2f} {len(load.latencies()):>5}/{len(load.sent):<4}'
-            f'{len(load.sent) - len(load.latencies()):>6}   (relay: no decoding, no engine)',
+            f'{"floor":<9} {0:>9.2f} {np.median(lat):>10.2f} {np.percentile(lat, 99):>8.2f} '
+            f'{np.median(lat):>+8.2f} {len(lat):>5}/{len(load.sent):<4}'
+            f'{len(load.sent) - len(lat):>6}   (relay: no decoding, no engine)',
             flush=True,
         )
         for label, extra in runs:
