@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import WEIGHTS_05
+from tests.conftest import REPO, WEIGHTS_05
 from training.config import DataConfig, ModelConfig, SplitConfig, load_config
 from training.data import DataError, Mapping, grouped_folds, inner_split, load_dataset
 from training.model import TrainingError, resolve_weights
@@ -81,3 +81,9 @@ def test_imagenet_weights_fall_back_to_the_local_copy_offline(monkeypatch, tmp_p
         assert path == str(WEIGHTS_05) and 'local copy' in source
     with pytest.raises(TrainingError, match='could not be downloaded'):
         resolve_weights(ModelConfig(alpha=1.0, weights_fallback=str(WEIGHTS_05)))
+
+
+@pytest.mark.parametrize('path', sorted((REPO / 'training/configs').glob('*.yaml')), ids=str)
+def test_shipped_training_configs_load_and_validate(path):
+    cfg = load_config(path)
+    assert cfg.name and cfg.name != load_config().name
