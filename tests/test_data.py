@@ -83,7 +83,10 @@ def test_imagenet_weights_fall_back_to_the_local_copy_offline(monkeypatch, tmp_p
         resolve_weights(ModelConfig(alpha=1.0, weights_fallback=str(WEIGHTS_05)))
 
 
-@pytest.mark.parametrize('path', sorted((REPO / 'training/configs').glob('*.yaml')), ids=str)
+SHIPPED_CONFIGS = sorted((REPO / 'training/configs').glob('*.yaml'))
+
+
+@pytest.mark.parametrize('path', SHIPPED_CONFIGS, ids=lambda p: p.name)
 def test_shipped_training_configs_load_and_validate(path):
     cfg = load_config(path)
     assert cfg.name and cfg.name != load_config().name
