@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from skin_screening.core.classifier import Classifier  # noqa: E402
-from skin_screening.core.model_card import ModelCard  # noqa: E402
 from skin_screening.core.preprocess import load_rgb, prepare_batch  # noqa: E402
 
 from training.complexity import complexity  # noqa: E402
@@ -82,7 +81,7 @@ def interleaved_latency(works: list[Path], threads: int, rounds: int) -> list[di
         calls = {}
         for (i, p), clf in clfs.items():
             views = clf.rule.views
-            batch = prepare_batch(frames[:1], ModelCard.load(works[i]).preprocessing, views)
+            batch = prepare_batch(frames[:1], clf.card.preprocessing, views)
             calls[(i, p)] = engine_call(clf, batch, views)
         times = interleaved_ms(calls, rounds, block=10)
     finally:

@@ -151,6 +151,16 @@ def relay() -> int:
     return 0
 
 
+def latency_row(label: str, engine_ms: float, load: Load) -> str:
+    """Label, bare engine, e2e median and p99, overhead over the engine, answered, dropped."""
+    lat = load.latencies()
+    return (
+        f'{label:<9} {engine_ms:>9.2f} {np.median(lat):>10.2f} {np.percentile(lat, 99):>8.2f} '
+        f'{np.median(lat) - engine_ms:>+8.2f} {len(lat):>5}/{len(load.sent):<4}'
+        f'{len(load.sent) - len(lat):>6}'
+    )
+
+
 def measure(node, images, start, count, fps, soak=False):
     proc = start()
     try:
@@ -204,23 +214,14 @@ def main() -> int:
         )
         runs = [('fp32', {}), ('int8', {})] + ([('fp32+cam', {'publish_cam': True})] * args.cam)
         load, _ = measure(node, images, start_relay, args.frames, args.fps)
-        lat = load.latencies()
-        print(
-            f'{"floor":<9} {0:>9.2f} {np.median(lat):>10.2f} {np.percentile(lat, 99):>8.2f} '
-            f'{np.median(lat):>+8.2f} {len(lat):>5}/{len(load.sent):<4}'
-            f'{len(load.sent) - len(lat):>6}   (relay: no decoding, no engine)',
-            flush=True,
-        )
+        print(f'{latency_row("floor", 0.0, load)}   (relay: no decoding, no engine)', flush=True)
         for label, extra in runs:
             precision = label.split('+')[0]
             engine = bare_engine_ms(images, precision, args.threads)
             start = functools.partial(start_node, precision, args.threads, **extra)
             load, _ = measure(node, images, start, args.frames, args.fps)
-            lat = load.latencies()
             print(
-                f'{label:<9} {engine:>9.2f} {np.median(lat):>10.2f} '
-                f'{np.percentile(lat, 99):>8.2f} {np.median(lat) - engine:>+8.2f} '
-                f'{len(lat):>5}/{len(load.sent):<4}{len(load.sent) - len(lat):>6} '
+                f'{latency_row(label, engine, load)} '
                 f'{np.median([v[0] for v in load.in_node.values()]):>7.2f} '
                 f'{np.median([v[1] for v in load.in_node.values()]):>8.2f}',
                 flush=True,

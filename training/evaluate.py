@@ -96,16 +96,14 @@ def evaluate_one(clf: Classifier, images: np.ndarray, y: np.ndarray) -> dict:
 def time_variants(clfs: list[Classifier], images: np.ndarray, repeats: int) -> list[dict]:
     """Latency columns of each variant: calls of 1 and 8 frames (with all their views),
     interleaved across the variants."""
-    calls = {}
-    for i, clf in enumerate(clfs):
-        v = clf.rule.views
-        calls[(i, 1)] = engine_call(clf, images[:v], v)
-        calls[(i, 8)] = engine_call(clf, images[: 8 * v], 8 * v)
-    one = {k: c for k, c in calls.items() if k[1] == 1}
-    eight = {k: c for k, c in calls.items() if k[1] == 8}
+    views = [clf.rule.views for clf in clfs]
+    one = {i: engine_call(clf, images[:v], v) for i, (clf, v) in enumerate(zip(clfs, views))}
+    eight = {
+        i: engine_call(clf, images[: 8 * v], 8 * v) for i, (clf, v) in enumerate(zip(clfs, views))
+    }
     b1 = interleaved_ms(one, max(2, repeats // 10), block=10)
     b8 = interleaved_ms(eight, max(2, repeats // 40), block=10, settle=3)
-    return [latency_columns(b1[(i, 1)], b8[(i, 8)]) for i in range(len(clfs))]
+    return [latency_columns(b1[i], b8[i]) for i in range(len(clfs))]
 
 
 def evaluate_variants(
