@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import random
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -152,7 +153,31 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM like Ctrl-C: the replay's cleanup stops every node
+
+
+def incomplete(row: dict) -> str:
+    """One line saying what a replay lost (empty when every frame is accounted for)."""
+    if row['n_complete']:
+        return ''
+    return (
+        f'{row["precision"]}: {row["n_bag_frames"]} frames in the bag, {row["n_published"]} '
+        f'published, {row["n_answered"]} answered, {row["n_recorded"]} recorded: '
+        f'{row["n_reasons"]}'
+    )
+
+
 def main(argv=None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print('\ninterrupted: every node this run started has been stopped', file=sys.stderr)
+        return 130
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     from skin_screening.bootstrap import BootstrapError, ensure_messages
 
@@ -206,6 +231,8 @@ def main(argv=None) -> int:
             else:
                 row |= {'direct_f1': float('nan'), 'direct_recall': float('nan')}
             rows.append(row)
+            if lost := incomplete(row):
+                print(f'error: frames lost in the replay, {lost}', file=sys.stderr)
     except (BagError, EngineError, ReplayError, FileNotFoundError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
@@ -218,6 +245,14 @@ def main(argv=None) -> int:
         writer.writerows(rows)
     print_table(rows)
     print(f'\nresults in {out} ({time.time() - start:.0f} s); plots: uv run result.py')
+    failed = [line for r in rows if (line := incomplete(r))]
+    if failed:
+        print(
+            f'error: {len(failed)} replay(s) lost frames; their figures are NOT complete:\n  '
+            + '\n  '.join(failed),
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

@@ -1,9 +1,11 @@
 """run.py (the main job) and result.py on the embedded default, plus bad input."""
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,9 +47,23 @@ def test_main_job_replays_every_frame_and_matches_direct_scores(main_job):
     assert [r['precision'] for r in rows] == ['fp32', 'int8']
     for row in rows:
         assert row['frames'] == 24 and row['answered'] == 24 and row['unanswered'] == 0
+        assert (row['n_published'], row['n_answered'], row['n_recorded']) == (24, 24, 24)
         assert abs(row['f1'] - row['direct_f1']) < 0.005  # same engine, same frames
         assert row['energy_j_per_inference'] is None
+        assert_latency_covers_the_engine(Path(row['run_dir']))
     assert rows[1]['size_ratio'] < 0.5
+
+
+def assert_latency_covers_the_engine(run_dir: Path) -> None:
+    """A replay latency (player publish -> recorder receipt) includes the engine call: none may
+    be below it (stamps taken after publish() gave -5 ms before)."""
+    engine = {
+        r['stamp_ns']: float(r['inference_ms'])
+        for r in csv.DictReader((run_dir / 'diagnoses.csv').open())
+    }
+    scored = list(csv.DictReader((run_dir / 'scored.csv').open()))
+    assert len(scored) == len(engine) == 24
+    assert all(float(r['latency_ms']) >= engine[r['stamp_ns']] for r in scored)
 
 
 @pytest.mark.ros

@@ -1,6 +1,7 @@
 """TensorRT backend logic against FAKE tensorrt modules of API 8.6 / 10 / 11 (no GPU here)."""
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -93,7 +94,12 @@ def test_engine_with_other_metadata_is_not_loaded(tmp_path):
     assert not trt_backend.check_cached(engine, key)
     meta = {'key': dataclasses.asdict(key) | {'profile': list(key.profile)}}
     engine.with_suffix('.json').write_text(json.dumps(meta))
+    assert not trt_backend.check_cached(engine, key)  # no engine hash recorded
+    meta['engine_sha256'] = hashlib.sha256(b'engine').hexdigest()
+    engine.with_suffix('.json').write_text(json.dumps(meta))
     assert trt_backend.check_cached(engine, key)
+    engine.write_bytes(b'engina')  # damaged on disk: rebuilt, never deserialized
+    assert not trt_backend.check_cached(engine, key)
 
 
 def test_tensorrt_backend_without_tensorrt_gives_one_clear_error(ham_model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -51,6 +52,39 @@ def ros_environment(
     if domain is not None:
         env['ROS_DOMAIN_ID'] = str(domain)
     return env
+
+
+FASTDDS_DEFAULT_SHM_SEGMENT = 512 * 1024  # bytes: Fast DDS' default shared-memory segment
+
+
+def dds_message_limit(env: Mapping[str, str] | None = None) -> tuple[int, str] | None:
+    """(bytes, where the limit comes from) for the largest message Fast DDS delivers reliably
+    between processes of this machine, or None when another RMW is in use (limit unknown).
+
+    With a profile (FASTDDS_/FASTRTPS_DEFAULT_PROFILES_FILE), its shared-memory transport's
+    segment_size and maxMessageSize bound it; without one, the default 512 KiB segment does
+    (larger frames fall back to fragmented UDP, where best-effort frames are mostly lost).
+    """
+    env = os.environ if env is None else env
+    if 'fastrtps' not in env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp'):
+        return None
+    profile = env.get(DDS_PROFILE_VARIABLE) or env.get('FASTRTPS_DEFAULT_PROFILES_FILE')
+    if not profile:
+        return FASTDDS_DEFAULT_SHM_SEGMENT, "Fast DDS' default 512 KiB shared-memory segment"
+    try:
+        root = ET.parse(profile).getroot()
+    except (ET.ParseError, OSError):
+        return None
+    limits = []
+    for desc in root.iter():
+        if desc.tag.split('}')[-1] != 'transport_descriptor':
+            continue
+        fields = {child.tag.split('}')[-1]: (child.text or '').strip() for child in desc}
+        if fields.get('type') == 'SHM':
+            limits += [int(fields[k]) for k in ('segment_size', 'maxMessageSize') if k in fields]
+    if not limits:
+        return FASTDDS_DEFAULT_SHM_SEGMENT, f'{profile} (no SHM transport: the default segment)'
+    return min(limits), f'{profile} (SHM segment_size / maxMessageSize)'
 
 
 @dataclass
@@ -162,6 +196,14 @@ def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[N
     return nodes
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies, even by
+    SIGKILL (Linux prctl PR_SET_PDEATHSIG), so no node outlives its launcher."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def start(nodes: list[NodeSpec], env: dict[str, str] | None = None, log_dir: Path | None = None):
     """Start every node as its own process (local-only discovery); returns {name: Popen}."""
     env = ros_environment(env)
@@ -169,6 +211,10 @@ def start(nodes: list[NodeSpec], env: dict[str, str] | None = None, log_dir: Pat
     for spec in nodes:
         out = open(log_dir / f'{spec.name}.log', 'w') if log_dir else subprocess.DEVNULL
         procs[spec.name] = subprocess.Popen(
-            spec.argv(), env=env | spec.env, stdout=out, stderr=subprocess.STDOUT
+            spec.argv(),
+            env=env | spec.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == 'linux' else None,
         )
     return procs

@@ -9,6 +9,7 @@ never answered, and computes the screening metrics, latency, throughput and ener
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import time
@@ -54,6 +55,7 @@ def replay(
         if spec.name == 'bag_player':
             spec.params['progress'] = False
             spec.params['publish_log'] = str(output_dir / 'published.csv')
+            spec.params['accounting'] = str(output_dir / 'accounting.json')
     logs = output_dir / 'logs'
     logs.mkdir(exist_ok=True)
     procs = start(nodes, env, logs)
@@ -70,7 +72,6 @@ def replay(
             if time.monotonic() > deadline:
                 raise ReplayError(f'replay did not finish within {timeout_s:.0f} s')
             time.sleep(0.2)
-        time.sleep(0.5)  # let the recorder take the last diagnoses off the wire
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -116,11 +117,49 @@ def replay_latency(row: dict, sent: dict[int, int]) -> float:
     return (int(row['received_ns']) - sent[stamp]) / 1e6
 
 
-def publish_log(run_dir: Path) -> dict[int, int]:
+def _published_rows(run_dir: Path) -> list[dict]:
     log = run_dir.parent / 'published.csv'
-    if not log.is_file():
-        return {}
-    return {int(r['stamp_ns']): int(r['published_ns']) for r in csv.DictReader(log.open())}
+    return list(csv.DictReader(log.open())) if log.is_file() else []
+
+
+def publish_log(run_dir: Path) -> dict[int, int]:
+    return {int(r['stamp_ns']): int(r['published_ns']) for r in _published_rows(run_dir)}
+
+
+def account(run_dir: Path) -> dict:
+    """Every frame of one replay accounted for: in the bag, published by the player, answered by
+    the inference node, recorded by the recorder, and the reason for each difference (from the
+    player's log and the node's own counts). `complete` is False whenever a frame went missing."""
+    path = run_dir.parent / 'accounting.json'
+    counts = json.loads(path.read_text()) if path.is_file() else {}
+    sent = {int(r['stamp_ns']): r.get('answered') == '1' for r in _published_rows(run_dir)}
+    recorded = {int(r['stamp_ns']) for r in read_diagnoses(run_dir)} & set(sent)
+    bag_frames = int(counts.get('bag_frames', len(sent)))
+    published, answered = len(sent), sum(sent.values())
+    reasons = []
+    if bag_frames > published:
+        why = counts.get('bag_error') or 'the player stopped early'
+        reasons.append(f'{bag_frames - published} never published ({why})')
+    if published > answered:
+        rejected, dropped = (
+            max(0, int(counts.get(k, 0))) for k in ('node_rejected', 'node_dropped')
+        )
+        other = max(0, published - answered - rejected - dropped)
+        parts = [f'{rejected} rejected by the node (see /diagnostics)'] if rejected else []
+        parts += [f'{dropped} dropped from its queue'] if dropped else []
+        parts += [f'{other} got no answer in time'] if other else []
+        reasons.append(f'{published - answered} unanswered: ' + ', '.join(parts))
+    missing = [s for s, ok in sent.items() if ok and s not in recorded]
+    if missing:
+        reasons.append(f'{len(missing)} answered but not recorded (the recorder missed them)')
+    return {
+        'bag_frames': bag_frames,
+        'published': published,
+        'answered': answered,
+        'recorded': len(recorded),
+        'complete': bag_frames == published == answered == len(recorded),
+        'reasons': '; '.join(reasons),
+    }
 
 
 def score_run(run_dir: Path, bag: Path) -> dict:
@@ -175,4 +214,4 @@ def score_run(run_dir: Path, bag: Path) -> dict:
         'throughput_fps': (len(rows) - 1) / span if span and span > 0 else float('nan'),
         'energy_j_per_inference': energy_per_inference(run_dir),
         'run_dir': str(run_dir),
-    }
+    } | {f'n_{k}': v for k, v in account(run_dir).items()}

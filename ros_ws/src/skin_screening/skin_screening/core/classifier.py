@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import Engine, EngineError, open_engine, warmup
+from .engines import Engine, EngineError, open_engine, variant_path, warmup
 from .explain import CAM_OUTPUT, cam_maps
 from .model_card import ModelCard
 from .postprocess import DecisionRule, Scores, score
@@ -32,11 +32,14 @@ class Classifier:
         self.precision, self.backend = parse_precision(precision), parse_backend(backend)
         self.card = ModelCard.load(self.model_dir)
         self.rule = rule or self.card.decision
+        # Integrity first: the ONNX file the engine is made from must be the card's (a TensorRT
+        # engine is cached under this hash, so it is checked through it).
+        digest = self.card.verify(variant_path(self.model_dir, self.precision, self.backend))
         self.engine: Engine = open_engine(self.model_dir, self.precision, self.backend, threads)
         self._check_compatible()
         if warmup_runs:
             warmup(self.engine, iterations=warmup_runs)
-        self.model_id = self.card.model_id(self.engine.path.name)
+        self.model_id = f'{self.card.name}@{digest[:8]}'  # the file actually loaded
 
     def _check_compatible(self) -> None:
         spec = self.engine.inputs[0]

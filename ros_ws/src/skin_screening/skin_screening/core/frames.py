@@ -51,6 +51,13 @@ def message_to_rgb(msg: Any) -> np.ndarray:
     if height == 0 or width == 0 or len(data) == 0:
         raise FrameError(f'empty image ({width}x{height}, {len(data)} bytes)')
     dtype = np.dtype(typestr)
+    if dtype.kind != 'u':
+        # Float (32FC3, 64FC3, ...) and signed images have no defined 0..255 colour scale: a cast
+        # would turn a 0..1 image (or NaN) into a confident answer about a black frame.
+        raise FrameError(
+            f'encoding {encoding!r} has {dtype} pixels with no defined colour scale '
+            '(need unsigned 8- or 16-bit colour: rgb8, bgr8, rgb16, ...)'
+        )
     row = width * channels * dtype.itemsize if channels > 0 else 0
     step = int(msg.step) or row
     if step < row or len(data) != step * height:

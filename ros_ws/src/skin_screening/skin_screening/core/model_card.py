@@ -45,6 +45,32 @@ class ModelCard:
         digest = self.files.get(file_name, {}).get('sha256', '')
         return f'{self.name}@{digest[:8]}' if digest else self.name
 
+    def verify(self, path: str | Path) -> str:
+        """The sha256 of `path`, after checking it against this card; ModelCardError naming the
+        file when it is not listed, differs from the card (corrupt or replaced), or was built
+        from another fp32 model than the card's (a stale variant)."""
+        path = Path(path)
+        entry = self.files.get(path.name, {})
+        if 'sha256' not in entry:
+            raise ModelCardError(
+                f'{path} is not listed in its model card: rebuild the variants '
+                '(python -m training variants) or release the model again'
+            )
+        digest = sha256_file(path)
+        if digest != entry['sha256']:
+            raise ModelCardError(
+                f'{path} does not match its model card (sha256 {digest[:12]}, card '
+                f'{entry["sha256"][:12]}): the file is corrupt or was replaced'
+            )
+        source, fp32 = entry.get('source_sha256'), self.files.get('model.fp32.onnx', {})
+        if source and fp32.get('sha256') and source != fp32['sha256']:
+            raise ModelCardError(
+                f'{path} was built from another model.fp32.onnx (sha256 {source[:12]}) than the '
+                f"card's ({fp32['sha256'][:12]}): a stale variant, rebuild it with "
+                'python -m training variants'
+            )
+        return digest
+
     def add_file(self, path: Path, **info: Any) -> None:
         self.files[path.name] = {'sha256': sha256_file(path), 'bytes': path.stat().st_size, **info}
 

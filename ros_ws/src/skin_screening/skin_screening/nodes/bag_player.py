@@ -6,22 +6,32 @@ no answer after `answer_timeout_s` counts as lost and is reported). Output QoS i
 deep queue, so nothing is dropped unnoticed. Frames are published as their recorded CDR bytes,
 so every Diagnosis carries the bag frame's own header stamp. The node exits when the bag ends
 (or breaks: a truncated bag is reported and whatever was replayed stays recorded).
+
+Start handshake: the first frame goes out only when this player's image publisher has matched
+the inference node's subscription AND the inference node reports on /diagnostics that ITS
+diagnosis publisher has matched `diagnosis_subscribers` subscriptions (this player and the
+recorder): a graph entry alone does not mean the recorder will receive the first diagnoses.
+At the end it waits until the recorder reports as many diagnosis rows as were answered, and
+writes the accounting (published, answered, the node's rejected/dropped counts, recorded) to
+`accounting` as JSON, so a replay never ends on a silent subset.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from skin_screening_msgs.msg import Diagnosis
 
 from ..core.bags import BagError, count_frames, read_frames
-from .common import descriptor, stamp_to_ns
+from .common import descriptor, init_ros, stamp_to_ns
 
 
 class BagPlayerNode(Node):
@@ -62,9 +72,9 @@ class BagPlayerNode(Node):
         )
         p(
             'start_delay_s',
-            0.5,
+            0.0,
             descriptor(
-                'Extra wait once the pipeline is connected.',
+                'Extra wait once the pipeline is connected (the handshake needs none).',
                 read_only=True,
                 float_range=(0.0, 60.0),
             ),
@@ -93,7 +103,16 @@ class BagPlayerNode(Node):
             'publish_log',
             '',
             descriptor(
-                'CSV of (stamp_ns, published_ns) per frame, for replay latency (empty: none).',
+                'CSV of (stamp_ns, published_ns, answered) per frame, for replay latency and '
+                'accounting (empty: none).',
+                read_only=True,
+            ),
+        )
+        p(
+            'accounting',
+            '',
+            descriptor(
+                'JSON file for the end-to-end counts of this replay (empty: none).',
                 read_only=True,
             ),
         )
@@ -106,6 +125,8 @@ class BagPlayerNode(Node):
         self._pub = self.create_publisher(msgtype, out, qos)
         self._pending: dict[int, float] = {}
         self._log: list[tuple[int, int]] = []
+        self._answered_stamps: set[int] = set()
+        self._status: dict[str, dict[str, str]] = {}  # 'inference'/'recorder' -> latest values
         self._answered = threading.Condition()
         self.published = self.answered = self.lost = 0
         self.error = ''
@@ -115,6 +136,7 @@ class BagPlayerNode(Node):
             self._on_diagnosis,
             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE),
         )
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_status, 50)
         self.done = threading.Event()
         threading.Thread(target=self._play_safely, daemon=True).start()
 
@@ -130,9 +152,39 @@ class BagPlayerNode(Node):
 
     def _on_diagnosis(self, msg: Diagnosis) -> None:
         with self._answered:
-            if self._pending.pop(stamp_to_ns(msg.header.stamp), None) is not None:
+            stamp = stamp_to_ns(msg.header.stamp)
+            if self._pending.pop(stamp, None) is not None:
                 self.answered += 1
+                self._answered_stamps.add(stamp)
             self._answered.notify_all()
+
+    def _on_status(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            kind = status.name.rsplit(': ', 1)[-1]
+            if kind in ('inference', 'recorder'):
+                self._status[kind] = {kv.key: kv.value for kv in status.values}
+
+    def _status_int(self, kind: str, key: str) -> int:
+        try:
+            return int(self._status.get(kind, {}).get(key, -1))
+        except ValueError:
+            return -1
+
+    def _connected(self) -> bool:
+        """The handshake (see the module docstring)."""
+        wanted = self.get_parameter('diagnosis_subscribers').value
+        return (
+            self._pub.get_subscription_count() >= 1
+            and self._status_int('inference', 'diagnosis_subscribers') >= wanted
+        )
+
+    def _wait(self, predicate, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not predicate():
+            if time.monotonic() > deadline or not self.context.ok():
+                return False
+            time.sleep(0.02)
+        return True
 
     def _expire(self, timeout: float) -> None:
         now = time.monotonic()
@@ -144,15 +196,13 @@ class BagPlayerNode(Node):
         gp = self.get_parameter
         rate, window = gp('rate').value, gp('max_in_flight').value
         timeout = gp('answer_timeout_s').value
-        deadline = time.monotonic() + gp('wait_s').value
-        while (
-            self._pub.get_subscription_count() < 1
-            or self.count_subscribers('diagnosis') < gp('diagnosis_subscribers').value
-        ):
-            if time.monotonic() > deadline:
-                self.get_logger().warning('pipeline not fully connected; replaying anyway')
-                break
-            time.sleep(0.1)
+        if not self._wait(self._connected, gp('wait_s').value):
+            self.get_logger().warning(
+                f'pipeline not fully connected after {gp("wait_s").value:.0f} s (image '
+                f'subscribers {self._pub.get_subscription_count()}, diagnosis subscribers '
+                f'matched by the inference node '
+                f'{self._status_int("inference", "diagnosis_subscribers")}); replaying anyway'
+            )
         time.sleep(gp('start_delay_s').value)
         bar = None
         if gp('progress').value:
@@ -174,8 +224,9 @@ class BagPlayerNode(Node):
                             self._expire(timeout)
                 with self._answered:
                     self._pending[frame.stamp_ns] = time.monotonic()
+                sent_ns = time.time_ns()  # before publish(): a Diagnosis can arrive during it
                 self._pub.publish(frame.raw)
-                self._log.append((frame.stamp_ns, time.time_ns()))
+                self._log.append((frame.stamp_ns, sent_ns))
                 self.published += 1
                 if bar is not None:
                     bar.update(1)
@@ -189,19 +240,52 @@ class BagPlayerNode(Node):
             self._expire(0.0)
         if bar is not None:
             bar.close()
-        if gp('publish_log').value:
-            with open(gp('publish_log').value, 'w') as f:
-                f.write('stamp_ns,published_ns\n')
-                f.writelines(f'{stamp},{sent}\n' for stamp, sent in self._log)
+        if gp('diagnosis_subscribers').value >= 2:  # a recorder: wait for its rows
+            self._wait(
+                lambda: self._status_int('recorder', 'diagnoses_rows') >= self.answered, timeout
+            )
+        self._wait(lambda: self._node_accounted() >= self.published, min(timeout, 2.0))
+        self._write_logs()
         self.get_logger().info(
             f'replay finished: {self.published}/{self.total} frames published, '
             f'{self.answered} answered, {self.lost} lost'
             + (f'; {self.error}' if self.error else '')
         )
 
+    def _node_accounted(self) -> int:
+        """Frames the inference node has answered, rejected or dropped (its own counts)."""
+        keys = ('frames_processed', 'frames_rejected', 'frames_dropped')
+        return sum(max(0, self._status_int('inference', k)) for k in keys)
+
+    def _write_logs(self) -> None:
+        gp = self.get_parameter
+        if gp('publish_log').value:
+            with open(gp('publish_log').value, 'w') as f:
+                f.write('stamp_ns,published_ns,answered\n')
+                f.writelines(
+                    f'{stamp},{sent},{int(stamp in self._answered_stamps)}\n'
+                    for stamp, sent in self._log
+                )
+        if gp('accounting').value:
+            node = self._status.get('inference', {})
+            counts = {
+                'bag_frames': self.total,
+                'published': self.published,
+                'answered': self.answered,
+                'lost': self.lost,
+                'node_received': self._status_int('inference', 'frames_received'),
+                'node_rejected': self._status_int('inference', 'frames_rejected'),
+                'node_dropped': self._status_int('inference', 'frames_dropped'),
+                'recorder_rows': self._status_int('recorder', 'diagnoses_rows'),
+                'bag_error': self.error,
+                'node_status': node,
+            }
+            with open(gp('accounting').value, 'w') as f:
+                json.dump(counts, f, indent=2)
+
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    init_ros(args)
     node = None
     code = 0
     try:

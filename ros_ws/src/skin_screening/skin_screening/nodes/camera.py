@@ -17,6 +17,7 @@ from std_msgs.msg import Header
 
 from ..core.frames import rgb_to_fields, rgb_to_jpeg
 from ..core.sources import SourceError, open_source
+from ..launching import dds_message_limit
 from .common import descriptor, diagnostics, run_node
 
 
@@ -86,6 +87,8 @@ class CameraNode(Node):
         self._source, self._lost_since, self._next_reopen = None, None, 0.0
         self.published = 0
         self._problem = ''
+        self._limit = dds_message_limit()
+        self._oversized = ''  # the warning about frames too large for the transport, once
         self._open()
         self.create_timer(1.0 / gp('rate_hz').value, self._tick)
         self.create_timer(1.0, self._report)
@@ -130,15 +133,33 @@ class CameraNode(Node):
         header = Header(
             stamp=self.get_clock().now().to_msg(), frame_id=self.get_parameter('frame_id').value
         )
-        self._raw.publish(Image(header=header, **rgb_to_fields(rgb)))
+        image = Image(header=header, **rgb_to_fields(rgb))
+        self._check_size(image)
+        self._raw.publish(image)
         if self._jpeg is not None:
             self._jpeg.publish(
                 CompressedImage(header=header, format='jpeg', data=rgb_to_jpeg(rgb))
             )
         self.published += 1
 
+    def _check_size(self, image: Image) -> None:
+        """Warn once (log and /diagnostics) when frames exceed what the transport carries: the
+        middleware drops them without a word, so no subscriber would ever see one."""
+        if self._oversized or self._limit is None or len(image.data) <= self._limit[0]:
+            return
+        limit, origin = self._limit
+        self._oversized = (
+            f'frames of {image.width}x{image.height} {image.encoding} are '
+            f'{len(image.data) / 1e6:.1f} MB, over the {limit / 1e6:.1f} MB this transport '
+            f'carries ({origin}): subscribers may never receive them; lower the camera '
+            'resolution or raise the limit'
+        )
+        self.get_logger().warning(self._oversized)
+
     def _report(self) -> None:
         level, message = DiagnosticStatus.OK, 'publishing'
+        if self._oversized:
+            level, message = DiagnosticStatus.WARN, self._oversized
         if self._lost_since is not None:
             away = time.monotonic() - self._lost_since
             level = DiagnosticStatus.WARN if away < 5.0 else DiagnosticStatus.ERROR

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import math
+import os
+import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,6 +47,38 @@ def dict_to_message(cls: type, data: dict) -> Any:
             value = [dict_to_message(message_type(inner), v) for v in value]
         setattr(msg, field, value)
     return msg
+
+
+class ReasonThrottle:
+    """Rate-limits log lines per REASON, not per call site: rejections of different kinds in
+    quick succession are each logged, a flood of one kind once per `period_s`. The reason is the
+    text with its numbers masked ('frame 30x20 ...' and 'frame 31x20 ...' are one reason)."""
+
+    def __init__(self, period_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.period_s, self._clock = period_s, clock
+        self._last: dict[str, float] = {}
+
+    def __call__(self, text: str) -> bool:
+        """True when `text` should be logged now."""
+        reason, now = re.sub(r'\d+(\.\d+)?', '#', text), self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.period_s:
+            return False
+        self._last[reason] = now
+        return True
+
+
+def alert_qos() -> Any:
+    """QoS of the `alert` topic, publishers and subscribers alike: the current alert is latched
+    (transient local, depth 1), so a subscriber that joins late (a downstream node started after
+    the alert was raised, a recorder whose discovery took seconds) still gets it."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -92,12 +128,38 @@ def diagnostics(
     return DiagnosticArray(header=Header(stamp=node.get_clock().now().to_msg()), status=[status])
 
 
+LEGACY_PROFILE_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
+
+
+def reads_legacy_profile_variable() -> bool:
+    """True on distros whose Fast DDS 2.x reads FASTRTPS_DEFAULT_PROFILES_FILE (Humble, Iron,
+    Jazzy); Kilted and later (Fast DDS 3) read FASTDDS_... and warn on the old name."""
+    distro = os.environ.get('ROS_DISTRO')
+    if distro:
+        return distro in ('humble', 'iron', 'jazzy')
+    try:  # PyPI wheels set no ROS_DISTRO: rclpy 3 = Humble, 5 = Iron, 7 = Jazzy, 9 = Kilted
+        return int(importlib.metadata.version('rclpy').split('.')[0]) < 8
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return True
+
+
+def init_ros(args: Sequence[str] | None = None) -> None:
+    """rclpy.init() after dropping the DDS profile variable this distro does not read (the
+    launch files set both so one file serves Humble to Kilted; Kilted warns on the old one)."""
+    import rclpy
+
+    if os.environ.get(LEGACY_PROFILE_VARIABLE) and not reads_legacy_profile_variable():
+        os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', os.environ[LEGACY_PROFILE_VARIABLE])
+        del os.environ[LEGACY_PROFILE_VARIABLE]
+    rclpy.init(args=args)
+
+
 def run_node(factory: Callable[[], Any], args: Sequence[str] | None = None) -> None:
     """Thin main(): init, spin until Ctrl-C/SIGTERM, always destroy the node and shut down."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=args)
+    init_ros(args)
     node = None
     try:
         node = factory()

@@ -31,13 +31,90 @@ from ..core.explain import overlay
 from ..core.frames import message_to_rgb, rgb_to_fields
 from ..core.model_card import ModelCardError
 from ..core.postprocess import LABELS, DecisionRule, NonFiniteOutput
-from ..core.precision import Backend, Precision
+from ..core.precision import Backend, Precision, parse_backend, parse_precision
 from ..core.preprocess import FrameError
 from ..core.stats import RunningStats
-from .common import descriptor, diagnostics, nan_if_none, run_node, stamp_to_ns
+from .common import (
+    ReasonThrottle,
+    alert_qos,
+    descriptor,
+    diagnostics,
+    nan_if_none,
+    run_node,
+    stamp_to_ns,
+)
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 SWAP_PARAMS = {'precision', 'backend', 'threshold', 'referral_threshold', 'tta_views'}
+
+RO = {'read_only': True}
+# (name, default, description, descriptor limits): precision, backend and the decision values
+# are hot-swappable (SWAP_PARAMS); the rest are read at start.
+PARAMETERS = [
+    (
+        'model_dir',
+        'data/models/mobilenetv2-a0.5',
+        'Folder with model_card.json and the ONNX variants.',
+        RO,
+    ),
+    ('precision', 'fp32', 'Engine precision.', {'choices': [x.value for x in Precision]}),
+    ('backend', 'onnxruntime', 'Inference backend.', {'choices': [x.value for x in Backend]}),
+    (
+        'fallback_backend',
+        '',
+        'Backend to use if `backend` cannot load (empty: none, fail instead).',
+        RO,
+    ),
+    ('threads', 0, 'CPU threads for ONNX Runtime (0 = all).', RO | {'int_range': (0, 64)}),
+    (
+        'threshold',
+        -1.0,
+        "Decision threshold; -1 = the model card's.",
+        {'float_range': (-1.0, 1.0)},
+    ),
+    (
+        'referral_threshold',
+        -1.0,
+        "Bound on the model card's referral score above which to REFER; -1 = the model card's "
+        '(or off).',
+        {'float_range': (-1.0, 1.0)},
+    ),
+    (
+        'tta_views',
+        0,
+        'Test-time augmentation: dihedral views per frame in one engine call (1, 2, 4 or 8; '
+        "0 = the model card's).",
+        {'int_range': (0, 8)},
+    ),
+    (
+        'publish_cam',
+        False,
+        'Also publish the class activation map over the model view on diagnosis/cam.',
+        RO,
+    ),
+    ('compressed', False, 'Subscribe to sensor_msgs/CompressedImage.', RO),
+    ('reliable', False, 'RELIABLE input QoS (bag replay); default sensor-data (best effort).', RO),
+    (
+        'queue_size',
+        1,
+        'Frames waiting for inference; older ones are dropped.',
+        RO | {'int_range': (1, 1000)},
+    ),
+    ('alert_window', 15, 'Frames in the alert window.', RO | {'int_range': (1, 1000)}),
+    ('alert_min_frames', 10, 'Frames needed before any alert.', RO | {'int_range': (1, 1000)}),
+    (
+        'alert_raise',
+        0.6,
+        'Mean probability that raises an alert.',
+        RO | {'float_range': (0.0, 1.0)},
+    ),
+    (
+        'alert_clear',
+        0.4,
+        'Mean probability below which it clears.',
+        RO | {'float_range': (0.0, 1.0)},
+    ),
+]
 
 
 class ConfigurationError(RuntimeError):
@@ -47,114 +124,8 @@ class ConfigurationError(RuntimeError):
 class InferenceNode(Node):
     def __init__(self, **kwargs):
         super().__init__('inference', **kwargs)
-        p = self.declare_parameter
-        p(
-            'model_dir',
-            'data/models/mobilenetv2-a0.5',
-            descriptor('Folder with model_card.json and the ONNX variants.', read_only=True),
-        )
-        p(
-            'precision',
-            'fp32',
-            descriptor('Engine precision.', choices=[x.value for x in Precision]),
-        )
-        p(
-            'backend',
-            'onnxruntime',
-            descriptor('Inference backend.', choices=[x.value for x in Backend]),
-        )
-        p(
-            'fallback_backend',
-            '',
-            descriptor(
-                'Backend to use if `backend` cannot load (empty: none, fail instead).',
-                read_only=True,
-            ),
-        )
-        p(
-            'threads',
-            0,
-            descriptor(
-                'CPU threads for ONNX Runtime (0 = all).', read_only=True, int_range=(0, 64)
-            ),
-        )
-        p(
-            'threshold',
-            -1.0,
-            descriptor("Decision threshold; -1 = the model card's.", float_range=(-1.0, 1.0)),
-        )
-        p(
-            'referral_threshold',
-            -1.0,
-            descriptor(
-                "Bound on the model card's referral score above which to REFER; "
-                "-1 = the model card's (or off).",
-                float_range=(-1.0, 1.0),
-            ),
-        )
-        p(
-            'tta_views',
-            0,
-            descriptor(
-                'Test-time augmentation: dihedral views per frame in one engine call '
-                "(1, 2, 4 or 8; 0 = the model card's).",
-                int_range=(0, 8),
-            ),
-        )
-        p(
-            'publish_cam',
-            False,
-            descriptor(
-                'Also publish the class activation map over the model view on diagnosis/cam.',
-                read_only=True,
-            ),
-        )
-        p(
-            'compressed',
-            False,
-            descriptor('Subscribe to sensor_msgs/CompressedImage.', read_only=True),
-        )
-        p(
-            'reliable',
-            False,
-            descriptor(
-                'RELIABLE input QoS (bag replay); default sensor-data (best effort).',
-                read_only=True,
-            ),
-        )
-        p(
-            'queue_size',
-            1,
-            descriptor(
-                'Frames waiting for inference; older ones are dropped.',
-                read_only=True,
-                int_range=(1, 1000),
-            ),
-        )
-        p(
-            'alert_window',
-            15,
-            descriptor('Frames in the alert window.', read_only=True, int_range=(1, 1000)),
-        )
-        p(
-            'alert_min_frames',
-            10,
-            descriptor('Frames needed before any alert.', read_only=True, int_range=(1, 1000)),
-        )
-        p(
-            'alert_raise',
-            0.6,
-            descriptor(
-                'Mean probability that raises an alert.', read_only=True, float_range=(0.0, 1.0)
-            ),
-        )
-        p(
-            'alert_clear',
-            0.4,
-            descriptor(
-                'Mean probability below which it clears.', read_only=True, float_range=(0.0, 1.0)
-            ),
-        )
+        for name, default, text, limits in PARAMETERS:
+            self.declare_parameter(name, default, descriptor(text, **limits))
         self._lock = threading.Lock()
         self._classifier = self._configure(self._values())
         gp = self.get_parameter
@@ -172,8 +143,10 @@ class InferenceNode(Node):
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._last_problem: tuple[bytes, str] | None = None
+        self._log_throttle = ReasonThrottle(5.0)
         self._diagnosis_pub = self.create_publisher(Diagnosis, 'diagnosis', 50)
-        self._alert_pub = self.create_publisher(Alert, 'alert', 10)
+        self._alert_pub = self.create_publisher(Alert, 'alert', alert_qos())
+        self._matched = 0
         self._cam_pub = None
         if gp('publish_cam').value:
             self._cam_pub = self.create_publisher(Image, 'diagnosis/cam', qos_profile_sensor_data)
@@ -190,6 +163,7 @@ class InferenceNode(Node):
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(0.1, self._watch_matches)
         self._worker = threading.Thread(target=self._work, name='inference', daemon=True)
         self._worker.start()
         c = self._classifier
@@ -217,13 +191,20 @@ class InferenceNode(Node):
 
     def _configure(self, v: dict) -> Classifier:
         """Open the engine; raise ConfigurationError saying why it cannot be used."""
-        backends = [v['backend']] + ([v['fallback_backend']] if v['fallback_backend'] else [])
+        try:
+            precision = parse_precision(v['precision'])
+            backends = [parse_backend(v['backend'])]
+            if v['fallback_backend']:
+                backends.append(parse_backend(v['fallback_backend']))
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        backends = list(dict.fromkeys(backends))  # a fallback equal to the backend adds nothing
         errors = []
         for backend in backends:
             try:
-                clf = Classifier(v['model_dir'], v['precision'], backend, v['threads'] or None)
+                clf = Classifier(v['model_dir'], precision, backend, v['threads'] or None)
             except (EngineError, ModelCardError, ValueError) as exc:
-                errors.append(f'{backend}: {exc}')
+                errors.append(f'{backend.value}: {exc}')
                 continue
             rule = clf.card.decision.to_dict()
             if v['threshold'] >= 0:
@@ -235,15 +216,15 @@ class InferenceNode(Node):
             try:
                 clf.rule = DecisionRule.from_dict(rule)
             except ValueError as exc:
-                errors.append(f'{backend}: {exc}')
+                errors.append(f'{backend.value}: {exc}')
                 clf.close()
                 continue
             if self.get_parameter('publish_cam').value and not clf.has_cam:
-                errors.append(f'{backend}: {clf.engine.path.name} has no CAM output')
+                errors.append(f'{backend.value}: {clf.engine.path.name} has no CAM output')
                 clf.close()
                 continue
             if errors:
-                self.get_logger().warning(f'fell back to {backend}: {errors[0]}')
+                self.get_logger().warning(f'fell back to {backend.value}: {errors[0]}')
             return clf
         raise ConfigurationError('; '.join(errors))
 
@@ -282,13 +263,19 @@ class InferenceNode(Node):
                 if self._stop.is_set():
                     return
                 msg = self._queue.popleft()
-            self._process(msg)
+            try:
+                self._process(msg)
+            except Exception:
+                if not self.context.ok():  # shutting down: nothing may be published any more
+                    return
+                raise
 
     def _problem(self, level: bytes, text: str) -> None:
+        """A frame that gets no Diagnosis: counted, on /diagnostics at once, logged per reason."""
         self._stats.errors += 1
-        self._last_problem = (level, text)
-        self.get_logger().warning(text, throttle_duration_sec=5.0)
-        self._publish_diagnostics()
+        if self._log_throttle(text):
+            self.get_logger().warning(text)
+        self._publish_diagnostics((level, text))
 
     def _process(self, msg) -> None:
         try:
@@ -344,18 +331,30 @@ class InferenceNode(Node):
                 )
             )
 
-    def _publish_diagnostics(self) -> None:
+    def _watch_matches(self) -> None:
+        """Report at once when a diagnosis subscriber matches or leaves: a bag player waits for
+        the recorder's subscription to be matched HERE before its first frame."""
+        if self._diagnosis_pub.get_subscription_count() != self._matched:
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self, problem: tuple[bytes, str] | None = None) -> None:
+        """The node's status; a `problem` is published as it happens and repeated by the next
+        periodic status (so a slow subscriber still sees the last one)."""
         clf, stats = self._classifier, self._stats
-        level, message = OK, 'running'
-        if self._last_problem is not None:
-            level, message = self._last_problem
+        if problem is not None:
+            self._last_problem = problem
+            level, message = problem
+        else:
+            level, message = self._last_problem or (OK, 'running')
             self._last_problem = None
+        self._matched = self._diagnosis_pub.get_subscription_count()
         values = {
             'model': clf.model_id,
             'engine': str(clf.engine.path),
             'precision': clf.precision.value,
             'backend': clf.backend.value,
             'threshold': f'{clf.rule.threshold:.4f}',
+            'diagnosis_subscribers': self._matched,  # matched by this publisher, not the graph
         } | stats.summary()
         self._diag_pub.publish(
             diagnostics(self, 'inference', level, message, clf.backend.value, values)

@@ -14,7 +14,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
 from ..core.recording import RecordingError, SessionRecorder, new_run_dir
-from .common import descriptor, diagnostics, run_node, stamp_to_ns
+from .common import alert_qos, descriptor, diagnostics, run_node, stamp_to_ns
 
 
 class RecorderNode(Node):
@@ -59,7 +59,8 @@ class RecorderNode(Node):
         self._failed = ''
         qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Diagnosis, 'diagnosis', self._on_diagnosis, qos)
-        self.create_subscription(Alert, 'alert', self._on_alert, qos)
+        # The inference node latches its current alert: this gets it even when matched late.
+        self.create_subscription(Alert, 'alert', self._on_alert, alert_qos())
         self.create_subscription(PowerSample, 'power', self._on_power, qos)
         self._diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._report)

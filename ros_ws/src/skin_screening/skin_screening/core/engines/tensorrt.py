@@ -181,7 +181,8 @@ def cache_key(trt: Any, cuda: Any, onnx_path: Path, precision: Precision, profil
 
 
 def check_cached(engine_path: Path, key: CacheKey) -> bool:
-    """True when a cached engine exists and its metadata matches `key` exactly."""
+    """True when a cached engine exists, its metadata matches `key` exactly and its bytes are the
+    ones written at build time (a damaged engine file is rebuilt, never deserialized)."""
     meta = engine_path.with_suffix('.json')
     if not engine_path.is_file() or not meta.is_file():
         return False
@@ -189,7 +190,9 @@ def check_cached(engine_path: Path, key: CacheKey) -> bool:
         recorded = json.loads(meta.read_text())
     except ValueError:
         return False
-    return recorded.get('key') == asdict(key) | {'profile': list(key.profile)}
+    if recorded.get('key') != asdict(key) | {'profile': list(key.profile)}:
+        return False
+    return recorded.get('engine_sha256') == sha256_file(engine_path)
 
 
 class TensorRTEngine:
@@ -230,7 +233,11 @@ class TensorRTEngine:
             engine_path.write_bytes(
                 build_serialized(trt, onnx_path, precision, profile, timing_cache=timing)
             )
-            meta = {'key': asdict(key) | {'profile': list(key.profile)}, 'onnx': str(onnx_path)}
+            meta = {
+                'key': asdict(key) | {'profile': list(key.profile)},
+                'onnx': str(onnx_path),
+                'engine_sha256': sha256_file(engine_path),
+            }
             engine_path.with_suffix('.json').write_text(json.dumps(meta, indent=2))
         return cls(engine_path, precision)
 
