@@ -4,6 +4,8 @@ They mimic only what the three API generations expose to our code (attribute set
 documented Python API): 8.6 (EXPLICIT_BATCH, FP16/INT8 builder flags, no strong typing), 10.x
 (STRONGLY_TYPED opt-in, EXPLICIT_BATCH deprecated, flags still present) and 11 (strongly typed
 always, FP16/INT8 flags gone). Builders record what they were asked to do. Nothing here runs a GPU.
+tests/test_tensorrt_conformance.py checks every name these fakes offer against the REAL bindings
+of TensorRT 8.6.1 / 10.3.0 / 11.4, so a fake cannot offer what its version lacks.
 """
 
 from __future__ import annotations
