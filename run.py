@@ -58,6 +58,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='replay rate: multiple of the recorded rate; 0 = as fast as answered',
     )
     p.add_argument('--bag-rate-hz', type=float, default=10.0, help='frame rate of a written bag')
+    p.add_argument(
+        '--power-source',
+        default='auto',
+        choices=['auto', 'ina3221', 'tegrastats', 'nvml', 'rapl'],
+        help='power monitor source (auto: the first found, in that order)',
+    )
+    p.add_argument(
+        '--sysfs-root', default='/sys', help='sysfs for the ina3221/rapl sources (test trees)'
+    )
     p.add_argument('--out', type=Path, default=REPO / 'data' / 'runs')
     return p.parse_args(argv)
 
@@ -220,6 +229,7 @@ def _main(argv=None) -> int:
                 out / precision,
                 rate=args.rate,
                 env=env,
+                power={'source': args.power_source, 'sysfs_root': args.sysfs_root},
             )
             row = score_run(run_dir, bag)
             row['size_mb'] = (

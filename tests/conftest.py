@@ -43,6 +43,17 @@ def ros_env(monkeypatch) -> dict[str, str]:
     return dict(os.environ)
 
 
+@pytest.fixture
+def no_tensorrt_env(ros_env, tmp_path) -> dict[str, str]:
+    """ros_env for child processes in which `import tensorrt` fails, on any host (a Jetson or
+    GPU workstation has it): a package of that name first on PYTHONPATH that raises ImportError."""
+    blocker = tmp_path / 'no_tensorrt' / 'tensorrt'
+    blocker.mkdir(parents=True)
+    (blocker / '__init__.py').write_text('raise ImportError("TensorRT hidden by the test")\n')
+    path = os.pathsep.join(p for p in (str(blocker.parent), ros_env.get('PYTHONPATH')) if p)
+    return ros_env | {'PYTHONPATH': path}
+
+
 @pytest.fixture(scope='session')
 def ham() -> Path:
     if not (HAM / 'labels.csv').is_file():

@@ -7,13 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import psutil
 import pytest
 from skin_screening.core.classifier import Classifier
+from skin_screening.core.engines import EngineError
 from skin_screening.core.frames import message_to_rgb, rgb_to_fields
 from skin_screening.core.model_card import ModelCard, ModelCardError, sha256_file
 from skin_screening.core.preprocess import FrameError
@@ -111,6 +111,21 @@ def test_wrong_card_hash_stale_variant_and_unlisted_file_are_refused(model_copy)
         ModelCard.load(model_copy).verify(model_copy / 'model.int8-u8.onnx')
 
 
+def test_engine_and_card_that_do_not_match_are_refused(model_copy):
+    card_path = model_copy / 'model_card.json'
+    card = json.loads(card_path.read_text())
+    card['preprocessing']['input_size'] = 112  # the file takes 224 x 224
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(EngineError, match='engine and card do not match'):
+        Classifier(model_copy, 'fp32')
+
+
+def test_an_invalid_card_is_one_clear_error(model_copy):
+    (model_copy / 'model_card.json').write_text('{"name": "x", "preprocessing": 3}')
+    with pytest.raises(ModelCardError, match='is invalid'):
+        Classifier(model_copy, 'fp32')
+
+
 # --- transport limits --------------------------------------------------------------------------
 
 
@@ -161,7 +176,16 @@ def test_camera_warns_once_on_frames_the_transport_cannot_carry(ros_env, tmp_pat
                 30,
                 'the camera WARN',
             )
-            time.sleep(1.5)  # more frames go out: the warning must not repeat
+            # ten frames out (the camera's own count): the warning must not have repeated
+            wait_for(
+                lambda: any(
+                    kv.key == 'frames_published' and int(kv.value) >= 10
+                    for s in statuses
+                    for kv in s.values
+                ),
+                30,
+                'ten camera frames',
+            )
     finally:
         stop(proc)
     text = log.read_text()

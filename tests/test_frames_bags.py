@@ -9,6 +9,7 @@ from skin_screening.core.bags import (
     count_frames,
     ground_truth,
     read_frames,
+    typestore,
     write_bag,
 )
 from skin_screening.core.frames import message_to_rgb, rgb_to_fields, rgb_to_jpeg
@@ -89,6 +90,13 @@ def test_bag_round_trip_keeps_frames_and_ground_truth(tmp_path, frames, storage)
     assert [truth[f.stamp_ns]['image_id'] for f in read] == [f.image_id for f in frames]
     compressed = list(read_frames(bag, compressed=True))
     assert compressed[0].msgtype == 'sensor_msgs/msg/CompressedImage'
+    # the pixels themselves: raw frames exact, JPEG frames close (quality 90)
+    store = typestore()
+    for frame, raw, jpeg in zip(frames, read, compressed):
+        image = store.deserialize_cdr(raw.raw, raw.msgtype)
+        assert np.array_equal(message_to_rgb(image), frame.rgb)
+        decoded = message_to_rgb(store.deserialize_cdr(jpeg.raw, jpeg.msgtype))
+        assert np.abs(decoded.astype(int) - frame.rgb).mean() < 3.0
 
 
 def test_truncated_bag_is_a_clear_error(tmp_path, frames):

@@ -79,3 +79,65 @@ def test_launch_errors_are_clear(tmp_path):
         parse_launch(LAUNCH / 'replay.launch.xml')
     with pytest.raises(LaunchError, match='unknown launch arguments'):
         parse_launch(LAUNCH / 'wearable.launch.xml', {'precison': 'int8'})
+
+
+@pytest.mark.ros
+def test_wearable_launch_runs_as_a_system(no_tensorrt_env, tmp_path):
+    """wearable.launch.xml started as a whole (camera on a folder of real images, its default
+    TensorRT backend hidden, so the file's fallback backend serves): diagnoses at the file's
+    int8 precision reach a subscriber and the recorder, and every node stops on SIGINT."""
+    import csv
+    import shutil
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from skin_screening.launching import start
+    from skin_screening_msgs.msg import Diagnosis
+
+    from tests.conftest import SAMPLES
+    from tests.nodes_helpers import probe_node, stop, wait_for
+
+    camera = tmp_path / 'camera'
+    camera.mkdir()
+    for path in sorted((SAMPLES / 'images').glob('*.jpg'))[:6]:
+        shutil.copy(path, camera)
+    nodes = parse_launch(
+        LAUNCH / 'wearable.launch.xml',
+        {'camera': str(camera), 'output_dir': str(tmp_path / 'runs')},
+    )
+    for spec in nodes:
+        if spec.name == 'camera':
+            spec.params |= {'rate_hz': 5.0, 'min_subscribers': 1}  # the inference node
+    got = []
+    logs = tmp_path / 'logs'
+    logs.mkdir()
+    procs = start(nodes, no_tensorrt_env, logs)
+    try:
+        with probe_node() as node:
+            from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+            qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+            node.create_subscription(Diagnosis, 'diagnosis', got.append, qos)
+            rows = []
+            node.create_subscription(
+                DiagnosticArray,
+                '/diagnostics',
+                lambda m: rows.extend(
+                    int(kv.value)
+                    for s in m.status
+                    if s.name.endswith(': recorder')
+                    for kv in s.values
+                    if kv.key == 'diagnoses_rows'
+                ),
+                qos,
+            )
+            wait_for(lambda: len(got) >= 5, 90, '5 diagnoses from the wearable system')
+            wait_for(lambda: rows and rows[-1] >= 5, 30, 'the recorder to hold 5 rows')
+    finally:
+        stop(*procs.values())
+    assert {(d.precision, d.backend) for d in got} == {('int8', 'onnxruntime')}
+    assert {d.header.frame_id for d in got} == {'wearable_camera'}
+    (recorded,) = (tmp_path / 'runs').glob('*wearable-int8*/diagnoses.csv')
+    assert len(list(csv.DictReader(recorded.open()))) >= 5
+    assert 'fell back to onnxruntime' in (logs / 'inference.log').read_text()
+    assert all(p.returncode in (0, -2) for p in procs.values())
+    assert not any('Traceback' in f.read_text() for f in logs.glob('*.log'))

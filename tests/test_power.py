@@ -6,7 +6,9 @@ import pytest
 from skin_screening.core.power import PowerSourceUnavailable, detect_source
 from skin_screening.core.power.ina3221 import Ina3221Source
 from skin_screening.core.power.rapl import RaplSource
-from skin_screening.core.power.tegrastats import parse_line
+from skin_screening.core.power.tegrastats import TegrastatsSource, parse_line
+
+from tests.power_tree import ina3221_tree, rapl_tree
 
 ORIN = (
     'RAM 2448/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,1%@729,0%@729,'
@@ -77,5 +79,38 @@ def test_rapl_power_from_energy_counter_with_wraparound(tmp_path):
 
 def test_no_source_says_so_with_each_reason(tmp_path, monkeypatch):
     monkeypatch.setenv('PATH', str(tmp_path))  # no tegrastats
+    order = ('ina3221', 'tegrastats', 'rapl')  # NVML pinned out: a GPU host has it
     with pytest.raises(PowerSourceUnavailable, match='ina3221: .*tegrastats: .*rapl: '):
-        detect_source(tmp_path)
+        detect_source(tmp_path, order)
+
+
+def test_detection_prefers_the_board_sensor_and_honours_the_source(tmp_path, monkeypatch):
+    monkeypatch.setenv('PATH', str(tmp_path))  # no tegrastats
+    ina3221_tree(tmp_path, [('VDD_IN', 5000, 1000)])
+    rapl_tree(tmp_path)
+    assert detect_source(tmp_path, ('ina3221', 'tegrastats', 'rapl')).name == 'ina3221'
+    assert detect_source(tmp_path, ('rapl',)).name == 'rapl'
+    with pytest.raises(ValueError, match='unknown power source'):
+        detect_source(tmp_path, ('battery',))
+
+
+def test_tegrastats_runs_as_a_process(tmp_path):
+    """A `tegrastats` executable (here a script printing a captured Orin line every 50 ms, as
+    the real one does with --interval) is started, read and stopped."""
+    import sys
+    import time
+
+    exe = tmp_path / 'tegrastats'
+    exe.write_text(
+        f'#!{sys.executable}\nimport sys, time\nassert sys.argv[1] == "--interval"\n'
+        f'while True:\n    print({ORIN!r}, flush=True)\n    time.sleep(0.05)\n'
+    )
+    exe.chmod(0o755)
+    source = TegrastatsSource(command=str(exe))
+    try:
+        deadline = time.monotonic() + 10
+        while (reading := source.read()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        source.close()
+    assert reading.source == 'tegrastats' and reading.total_watts == pytest.approx(5.256)

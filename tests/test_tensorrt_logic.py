@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import sys
 
 import pytest
 from skin_screening.core.engines import EngineError, open_engine
@@ -102,6 +103,7 @@ def test_engine_with_other_metadata_is_not_loaded(tmp_path):
     assert not trt_backend.check_cached(engine, key)
 
 
-def test_tensorrt_backend_without_tensorrt_gives_one_clear_error(ham_model):
+def test_tensorrt_backend_without_tensorrt_gives_one_clear_error(ham_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'tensorrt', None)  # absent, even on a host that has it
     with pytest.raises(EngineError, match='TensorRT is not installed.*backend:=onnxruntime'):
         open_engine(ham_model, 'fp16', 'tensorrt')

@@ -25,15 +25,28 @@ def test_training_writes_onnx_card_and_splits(small_run):
     assert card.files['model.fp32.onnx']['max_abs_diff_vs_keras'] <= 1e-4
     assert card.files['model.fp32.onnx']['sha256'] and card.data['mapping'] == 'ham10000'
     assert len(card.metrics['cv_folds']) == 2
-    assert 0.0 <= card.metrics['cv_summary']['at_threshold']['roc_auc']['mean'] <= 1.0
+    # 300 images, 1 epoch: measured 0.676; chance is 0.5 and NaN fails too
+    assert card.metrics['cv_summary']['at_threshold']['roc_auc']['mean'] > 0.6
     assert card.decision.temperature > 0 and 0 < card.decision.threshold < 1
     assert card.heads == 3 and card.decision.referral_threshold > 0 and card.decision.views == 2
     assert card.decision.referral_score == 'ambiguity'
     assert card.training['cam_vs_gradcam']['pearson_median'] > 0.99
     assert card.metrics['holdout']['sparsity']['pruned_kernels'] == pytest.approx(0.5, abs=0.01)
-    uncertainty = card.metrics['cv_folds'][0]['uncertainty']
-    assert 0.5 < uncertainty['coverage'] <= 1.0 and uncertainty['curve'][0]['coverage'] == 1.0
-    assert all(0.0 <= uncertainty[f'error_auroc_{s}'] <= 1.0 for s in UNCERTAINTY_SCORES)
+    # counted here, in the exported graph, not taken from the card: the pruned (fine-tuned)
+    # kernels are half exact zeros, the frozen front has none
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(small_run / 'model.fp32.onnx')).graph
+    zeros = [np.mean(numpy_helper.to_array(t) == 0) for t in graph.initializer if len(t.dims) == 4]
+    assert sum(abs(z - 0.5) < 0.02 for z in zeros) >= 5 and min(zeros) < 0.01
+    folds = [f['uncertainty'] for f in card.metrics['cv_folds']]
+    # the referral bound was chosen on validation for 80 % coverage: the scored fold keeps ~80 %
+    assert all(abs(u['coverage'] - 0.8) < 0.1 for u in folds), [u['coverage'] for u in folds]
+    assert all(u['curves']['entropy'][0]['coverage'] == 1.0 for u in folds)
+    assert all(np.isfinite(u[f'error_auroc_{s}']) for u in folds for s in UNCERTAINTY_SCORES)
+    # entropy ranks the errors above chance (measured 0.80 and 0.69 on the two folds)
+    assert np.mean([u['error_auroc_entropy'] for u in folds]) > 0.55
     config = (small_run / 'config.yaml').read_text()
     assert 'limit: 300' in config and 'seed: 1234' in config
     assert json.loads((small_run / 'metrics.json').read_text())['holdout']['fold'] == 0

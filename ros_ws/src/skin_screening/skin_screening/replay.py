@@ -36,8 +36,10 @@ def replay(
     rate: float = 0.0,
     env: dict[str, str] | None = None,
     timeout_s: float = 900.0,
+    power: dict[str, object] | None = None,
 ) -> Path:
-    """Replay `bag` through the replay launch file; returns the recorder's run directory."""
+    """Replay `bag` through the replay launch file; returns the recorder's run directory.
+    `power` overrides power monitor parameters (`source`, `sysfs_root`)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     nodes = parse_launch(
         package_share() / 'launch' / 'replay.launch.xml',
@@ -56,6 +58,8 @@ def replay(
             spec.params['progress'] = False
             spec.params['publish_log'] = str(output_dir / 'published.csv')
             spec.params['accounting'] = str(output_dir / 'accounting.json')
+        if spec.name == 'power_monitor':
+            spec.params.update(power or {})
     logs = output_dir / 'logs'
     logs.mkdir(exist_ok=True)
     procs = start(nodes, env, logs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
@@ -140,7 +141,9 @@ class RecorderNode(Node):
 
     def close(self) -> None:
         summary = self._rec.close()
-        self.get_logger().info(f'closed {self.run_dir}: {summary}')
+        # After Ctrl-C the context is gone and the node's logger cannot reach /rosout any more
+        logger = self.get_logger() if self.context.ok() else get_logger('skin_screening')
+        logger.info(f'recorder closed {self.run_dir}: {summary}')
 
 
 def main(args=None) -> None:

@@ -1,6 +1,7 @@
 """TensorRT backend: build an engine from an ONNX variant on the target, cache it, run it.
 
-UNVERIFIED ON HARDWARE: TensorRT cannot be installed where this project is developed and tested.
+UNVERIFIED ON HARDWARE: TensorRT cannot be installed where this project is developed and tested;
+its names are checked against the real compiled bindings (tests/test_tensorrt_conformance.py).
 The code follows the documented Python API of TensorRT 8.6, 10.x and 11 (name-based tensors,
 execute_async_v3) and its build logic is tested against fakes of those three API generations.
 
