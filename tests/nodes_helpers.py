@@ -94,12 +94,41 @@ def diagnose_frames(model_dir, frames, env: dict, tmp_path, **params) -> tuple[l
             node.create_subscription(Image, 'diagnosis/cam', cams.append, qos_profile_sensor_data)
             pub = node.create_publisher(Image, 'image_raw', reliable)
             wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the inference node')
+            answered(node, pub, got, frames[0])  # (stamp 0: left out of what is returned)
             for i, frame in enumerate(frames):
                 stamp = Header().stamp.__class__(sec=i + 1)
                 pub.publish(Image(header=Header(stamp=stamp), **rgb_to_fields(frame)))
-            wait_for(lambda: len(got) == len(frames), 60, f'{len(frames)} diagnoses')
+            wait_for(
+                lambda: sum(d.header.stamp.sec > 0 for d in got) == len(frames),
+                60,
+                f'{len(frames)} diagnoses',
+            )
             if params.get('publish_cam'):
-                wait_for(lambda: len(cams) >= len(frames) - 1, 10, 'the CAM images')
+                wait_for(
+                    lambda: sum(c.header.stamp.sec > 0 for c in cams) >= len(frames) - 1,
+                    10,
+                    'the CAM images',
+                )
     finally:
         stop(proc)
-    return got, cams
+    return [d for d in got if d.header.stamp.sec > 0], [c for c in cams if c.header.stamp.sec > 0]
+
+
+def answered(node, pub, got: list, frame, timeout: float = 60.0):
+    """Publish `frame` (stamp 0) until a Diagnosis of it arrives in `got`: then both directions
+    (frames in, diagnoses back) are matched. Returns that Diagnosis."""
+    from sensor_msgs.msg import Image
+    from skin_screening.core.frames import rgb_to_fields
+    from std_msgs.msg import Header
+
+    image = Image(header=Header(), **rgb_to_fields(frame))
+    deadline = time.monotonic() + timeout
+    while True:
+        pub.publish(image)
+        try:
+            wait_for(lambda: any(d.header.stamp.sec == 0 for d in got), 1.0, 'a first answer')
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f'no diagnosis within {timeout} s') from None
+            continue
+        return next(d for d in got if d.header.stamp.sec == 0)

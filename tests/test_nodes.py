@@ -19,7 +19,14 @@ from skin_screening_msgs.msg import Alert, Diagnosis
 from std_msgs.msg import Header
 
 from tests.conftest import SAMPLES
-from tests.nodes_helpers import diagnose_frames, node_process, probe_node, stop, wait_for
+from tests.nodes_helpers import (
+    answered,
+    diagnose_frames,
+    node_process,
+    probe_node,
+    stop,
+    wait_for,
+)
 
 RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 REJECTIONS = ('not a colour', 'do not match', 'empty image', 'no defined colour scale')
@@ -233,9 +240,15 @@ def test_bad_input_gives_diagnostics_not_diagnoses(ros_env, tmp_path, ham_model,
         with probe_node() as node:
             watch = Watch(node)
             pub = node.create_publisher(Image, 'image_raw', RELIABLE)
-            # Both nodes' subscriptions MATCHED by this publisher (a status alone is not enough:
-            # reliable frames published before the match are not delivered).
+            # Both directions connected before the first frame: this publisher has MATCHED both
+            # nodes' subscriptions (reliable frames sent before the match are not delivered),
+            # and both nodes' /diagnostics reach this probe (a problem status is volatile).
             wait_for(lambda: pub.get_subscription_count() >= 2, 60, 'both inference nodes')
+            wait_for(
+                lambda: watch.has_status('nan_inference') and watch.has_status('inference'),
+                60,
+                'the status of both inference nodes',
+            )
             nan = np.full((150, 200, 3), np.nan, np.float32)
             bad = [
                 _image(1, encoding='mono8', height=150, width=200, step=200, data=bytes(30000)),
@@ -418,11 +431,15 @@ def test_every_swappable_parameter_swaps_at_run_time(
             pub = node.create_publisher(Image, 'image_raw', RELIABLE)
             wait_for(lambda: pub.get_subscription_count() >= 1, 60, 'the inference node')
 
+            answered(node, pub, got, frame)  # both directions matched
+
+            stamps = iter(range(1, 100))
+
             def answer():
-                count = len(got)
-                pub.publish(_image(len(got) + 1, **rgb_to_fields(frame)))
-                wait_for(lambda: len(got) > count, 30, 'a diagnosis')
-                return got[-1]
+                sec = next(stamps)
+                pub.publish(_image(sec, **rgb_to_fields(frame)))
+                wait_for(lambda: any(d.header.stamp.sec == sec for d in got), 30, 'a diagnosis')
+                return next(d for d in got if d.header.stamp.sec == sec)
 
             assert answer().precision == 'fp32'
             assert set_param(node, 'precision', 'fp16').successful
