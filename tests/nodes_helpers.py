@@ -132,3 +132,34 @@ def answered(node, pub, got: list, frame, timeout: float = 60.0):
                 raise AssertionError(f'no diagnosis within {timeout} s') from None
             continue
         return next(d for d in got if d.header.stamp.sec == 0)
+
+
+def set_param(node, name: str, value):
+    """Set one parameter of /inference through its service; returns the SetParametersResult."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = node.create_client(SetParameters, '/inference/set_parameters')
+    assert client.wait_for_service(timeout_sec=10)
+    if isinstance(value, str):
+        typed = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    elif isinstance(value, int):
+        typed = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    else:
+        typed = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
+    future = client.call_async(
+        SetParameters.Request(parameters=[ParameterMsg(name=name, value=typed)])
+    )
+    wait_for(future.done, 30, f'set {name} {value}')
+    return future.result().results[0]
+
+
+def image_msg(stamp_s: int, **fields):
+    """A sensor_msgs/Image stamped `stamp_s` seconds, frame 'cam'."""
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    return Image(
+        header=Header(frame_id='cam', stamp=Header().stamp.__class__(sec=stamp_s)), **fields
+    )

@@ -6,9 +6,6 @@ import shutil
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from skin_screening.core.classifier import Classifier
@@ -16,17 +13,9 @@ from skin_screening.core.frames import rgb_to_fields
 from skin_screening.core.model_card import ModelCard
 from skin_screening.nodes.common import stamp_to_ns
 from skin_screening_msgs.msg import Alert, Diagnosis
-from std_msgs.msg import Header
 
 from tests.conftest import SAMPLES
-from tests.nodes_helpers import (
-    answered,
-    diagnose_frames,
-    node_process,
-    probe_node,
-    stop,
-    wait_for,
-)
+from tests.nodes_helpers import image_msg, node_process, probe_node, set_param, stop, wait_for
 
 RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 REJECTIONS = ('not a colour', 'do not match', 'empty image', 'no defined colour scale')
@@ -58,23 +47,6 @@ class Watch:
             and text in s.message
             for s in self.status
         )
-
-
-def set_param(node, name: str, value):
-    """Set one parameter of /inference through its service; returns the SetParametersResult."""
-    client = node.create_client(SetParameters, '/inference/set_parameters')
-    assert client.wait_for_service(timeout_sec=10)
-    if isinstance(value, str):
-        typed = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-    elif isinstance(value, int):
-        typed = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-    else:
-        typed = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
-    future = client.call_async(
-        SetParameters.Request(parameters=[ParameterMsg(name=name, value=typed)])
-    )
-    wait_for(future.done, 30, f'set {name} {value}')
-    return future.result().results[0]
 
 
 def set_precision(node, value: str):
@@ -179,12 +151,6 @@ def test_four_nodes_end_to_end(ros_env, tmp_path, ham_model, camera_folder):
     ]
 
 
-def _image(stamp_s: int, **fields) -> Image:
-    return Image(
-        header=Header(frame_id='cam', stamp=Header().stamp.__class__(sec=stamp_s)), **fields
-    )
-
-
 def nan_model(folder, ham_model):
     """A real ONNX model that outputs NaN, with the shipped model's card."""
     import onnx
@@ -251,12 +217,14 @@ def test_bad_input_gives_diagnostics_not_diagnoses(ros_env, tmp_path, ham_model,
             )
             nan = np.full((150, 200, 3), np.nan, np.float32)
             bad = [
-                _image(1, encoding='mono8', height=150, width=200, step=200, data=bytes(30000)),
-                _image(2, **(good | {'data': good['data'][:-7]})),
-                _image(3, **(good | {'data': b'', 'height': 0, 'width': 0})),
-                _image(5, encoding='32FC3', height=150, width=200, step=2400, data=nan.tobytes()),
+                image_msg(1, encoding='mono8', height=150, width=200, step=200, data=bytes(30000)),
+                image_msg(2, **(good | {'data': good['data'][:-7]})),
+                image_msg(3, **(good | {'data': b'', 'height': 0, 'width': 0})),
+                image_msg(
+                    5, encoding='32FC3', height=150, width=200, step=2400, data=nan.tobytes()
+                ),
             ]
-            for msg in bad + [_image(4, **good)]:
+            for msg in bad + [image_msg(4, **good)]:
                 pub.publish(msg)
             wait_for(
                 lambda: watch.has_status('nan_inference', DiagnosticStatus.ERROR, 'NaN'),
@@ -378,152 +346,3 @@ def test_camera_sized_frames_arrive_over_best_effort(ros_env, tmp_path, ham_mode
     assert {(d.header.frame_id, d.precision) for d in watch.diagnoses} == {
         ('wearable_camera', 'fp32')
     }
-
-
-@pytest.mark.ros
-def test_refer_is_forced_through_the_node(ros_env, tmp_path, ham_model, sample_frames):
-    """The shipped card refers nothing; a referral bound given as a parameter must make the node
-    REFER exactly the frames whose entropy (computed here from the published probability, by
-    hand) exceeds it, and decide the rest by the threshold."""
-    bound = 0.45  # nats; the binary entropy is at most ln 2 = 0.693
-    got, _ = diagnose_frames(
-        ham_model, sample_frames[0][:16], ros_env, tmp_path, referral_threshold=bound
-    )
-    labels = []
-    for d in got:
-        p = float(np.clip(d.probability, 1e-7, 1 - 1e-7))
-        entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-        if abs(entropy - bound) < 1e-4:
-            continue  # float32 rounding at the bound
-        expected = 'refer' if entropy > bound else ('skin_cancer' if p >= d.threshold else 'other')
-        assert d.label == expected, (p, entropy, d.label)
-        labels.append(d.label)
-    assert 'refer' in labels and {'other', 'skin_cancer'} & set(labels)
-
-
-@pytest.mark.ros
-def test_every_swappable_parameter_swaps_at_run_time(
-    no_tensorrt_env, tmp_path, ham_model, sample_frames
-):
-    """precision, backend, threshold, referral_threshold and tta_views change the running
-    node's answers (expected values computed here with the same model, directly)."""
-    from skin_screening.core.postprocess import DecisionRule
-
-    frame = sample_frames[0][0]
-    direct = Classifier(ham_model)
-    one_view = float(direct.classify([frame])[0].probability[0])
-    direct.rule = DecisionRule.from_dict(ham_model_rule(ham_model) | {'views': 2})
-    two_views = float(direct.classify([frame])[0].probability[0])
-    assert abs(one_view - two_views) > 1e-4  # the views do change this frame's score
-    proc = node_process(
-        'inference_node',
-        'inference',
-        no_tensorrt_env,
-        tmp_path / 'log',
-        model_dir=str(ham_model),
-        reliable=True,
-        queue_size=10,
-    )
-    got = []
-    try:
-        with probe_node() as node:
-            node.create_subscription(Diagnosis, 'diagnosis', got.append, RELIABLE)
-            pub = node.create_publisher(Image, 'image_raw', RELIABLE)
-            wait_for(lambda: pub.get_subscription_count() >= 1, 60, 'the inference node')
-
-            answered(node, pub, got, frame)  # both directions matched
-
-            stamps = iter(range(1, 100))
-
-            def answer():
-                sec = next(stamps)
-                pub.publish(_image(sec, **rgb_to_fields(frame)))
-                wait_for(lambda: any(d.header.stamp.sec == sec for d in got), 30, 'a diagnosis')
-                return next(d for d in got if d.header.stamp.sec == sec)
-
-            assert answer().precision == 'fp32'
-            assert set_param(node, 'precision', 'fp16').successful
-            assert answer().precision == 'fp16'
-            refused = set_param(node, 'backend', 'tensorrt')  # hidden here: refused, kept
-            assert not refused.successful and 'TensorRT is not installed' in refused.reason
-            assert answer().backend == 'onnxruntime'
-            assert set_param(node, 'precision', 'fp32').successful
-            assert set_param(node, 'threshold', 0.9).successful
-            assert answer().threshold == pytest.approx(0.9)
-            assert set_param(node, 'referral_threshold', 0.01).successful
-            d = answer()
-            assert d.referral_threshold == pytest.approx(0.01) and d.label == 'refer'
-            assert set_param(node, 'referral_threshold', -1.0).successful
-            assert answer().probability == pytest.approx(one_view, abs=1e-5)
-            assert set_param(node, 'tta_views', 2).successful
-            assert answer().probability == pytest.approx(two_views, abs=1e-5)
-    finally:
-        stop(proc)
-
-
-def ham_model_rule(model) -> dict:
-    return ModelCard.load(model).decision.to_dict()
-
-
-@pytest.mark.ros
-def test_power_monitor_publishes_the_board_sensor(ros_env, tmp_path):
-    """Auto-detection on a fixture INA3221 tree (first in the order, so the same on any host):
-    PowerSamples with the input rail as total and every rail listed."""
-    from tests.power_tree import ina3221_tree
-
-    sysfs = ina3221_tree(tmp_path / 'sys', [('VDD_IN', 5000, 1200), ('VDD_SOC', 5000, 300)])
-    samples = power_samples(ros_env, tmp_path, 3, sysfs_root=str(sysfs))
-    assert {s.source for s in samples} == {'ina3221'}
-    assert all(s.total_watts == pytest.approx(6.0) for s in samples)  # VDD_IN, not the sum
-    assert [(r.name, round(r.watts, 3)) for r in samples[0].rails] == [
-        ('VDD_IN', 6.0),
-        ('VDD_SOC', 1.5),
-    ]
-
-
-@pytest.mark.ros
-def test_power_monitor_reads_rapl_counters(ros_env, tmp_path):
-    """source:=rapl on a powercap tree whose energy counter a thread here advances at 3 W
-    (3e6 uJ/s, in 20 ms steps): the node's samples are that power."""
-    import threading
-    import time
-
-    from tests.power_tree import rapl_tree
-
-    sysfs = rapl_tree(tmp_path / 'sys')
-    counter = sysfs / 'class/powercap/intel-rapl:0/energy_uj'
-    stop_counting = threading.Event()
-
-    def count():
-        start = time.monotonic()
-        while not stop_counting.wait(0.02):
-            tmp = counter.with_suffix('.tmp')
-            tmp.write_text(f'{int((time.monotonic() - start) * 3e6)}\n')
-            tmp.replace(counter)
-
-    thread = threading.Thread(target=count, daemon=True)
-    thread.start()
-    try:
-        samples = power_samples(
-            ros_env, tmp_path, 8, source='rapl', sysfs_root=str(sysfs), rate_hz=5.0
-        )
-    finally:
-        stop_counting.set()
-    watts = sorted(s.total_watts for s in samples)
-    assert {s.source for s in samples} == {'rapl'}
-    assert watts[len(watts) // 2] == pytest.approx(3.0, rel=0.1)  # median: the counter's rate
-
-
-def power_samples(env, tmp_path, count: int, **params) -> list:
-    """Start the power monitor with `params`; the first `count` PowerSamples it publishes."""
-    from skin_screening_msgs.msg import PowerSample
-
-    proc = node_process('power_monitor_node', 'power_monitor', env, tmp_path / 'log', **params)
-    samples = []
-    try:
-        with probe_node() as node:
-            node.create_subscription(PowerSample, 'power', samples.append, RELIABLE)
-            wait_for(lambda: len(samples) >= count, 30, f'{count} power samples')
-    finally:
-        stop(proc)
-    return samples
