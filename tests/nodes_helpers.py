@@ -20,6 +20,15 @@ def node_process(executable: str, name: str, env: dict, log_path, **params) -> s
     )
 
 
+def exit_code(proc: subprocess.Popen, timeout: float = 60) -> int | None:
+    """The process' exit code within `timeout`, or None: then it is stopped (never leaked)."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        return None
+
+
 def stop(*procs: subprocess.Popen) -> None:
     for proc in procs:
         if proc.poll() is None:

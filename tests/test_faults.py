@@ -1,6 +1,7 @@
 """Fault injection: nothing lost silently, no answer to a frame the node cannot read, no model
 used that is not the card's, no node left running. Each test breaks ONE thing on purpose."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from skin_screening.launching import dds_message_limit
 from skin_screening.nodes.common import ReasonThrottle
 
 from tests.conftest import REPO
-from tests.nodes_helpers import node_process, probe_node, stop, wait_for
+from tests.nodes_helpers import exit_code, node_process, probe_node, stop, wait_for
 
 # --- frames the node cannot read ---------------------------------------------------------------
 
@@ -210,7 +211,7 @@ def test_invalid_precision_is_one_error(ros_env, tmp_path, ham_model):
         precision='int4',
         fallback_backend='onnxruntime',  # as in wearable.launch.xml, equal to the backend
     )
-    assert proc.wait(timeout=60) == 1
+    assert exit_code(proc) == 1
     assert log.read_text().count('unknown precision') == 1, log.read_text()
 
 
@@ -283,7 +284,12 @@ def test_run_py_stops_every_node_it_started(ros_env, tmp_path, signum):
     wait_for(lambda: len(nodes()) == 4, 120, 'the four replay nodes')
     children = parent.children(recursive=True)
     os.kill(proc.pid, signum)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a run.py (or its nodes) behind, even when this test fails
+        for p in [proc, *children]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                p.kill()
     assert proc.returncode == 130, err
     assert 'Traceback' not in err and 'interrupted' in err
     gone, alive = psutil.wait_procs(children, timeout=10)

@@ -15,7 +15,15 @@ from skin_screening.nodes.common import stamp_to_ns
 from skin_screening_msgs.msg import Alert, Diagnosis
 
 from tests.conftest import SAMPLES
-from tests.nodes_helpers import image_msg, node_process, probe_node, set_param, stop, wait_for
+from tests.nodes_helpers import (
+    exit_code,
+    image_msg,
+    node_process,
+    probe_node,
+    set_param,
+    stop,
+    wait_for,
+)
 
 RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 REJECTIONS = ('not a colour', 'do not match', 'empty image', 'no defined colour scale')
@@ -266,7 +274,7 @@ def test_bad_input_gives_diagnostics_not_diagnoses(ros_env, tmp_path, ham_model,
 def test_no_valid_model_no_node(no_tensorrt_env, tmp_path, ham_model, params, message):
     params = {'model_dir': str(ham_model)} | params
     proc = node_process('inference_node', 'inference', no_tensorrt_env, tmp_path / 'log', **params)
-    assert proc.wait(timeout=60) == 1
+    assert exit_code(proc) == 1
     log = (tmp_path / 'log').read_text()
     assert 'cannot configure, not starting' in log and message in log
 
@@ -282,7 +290,7 @@ def test_publish_cam_without_a_cam_output_is_refused(ros_env, tmp_path, ham_mode
         model_dir=str(model),
         publish_cam=True,
     )
-    assert proc.wait(timeout=60) == 1
+    assert exit_code(proc) == 1
     assert 'has no CAM output' in (tmp_path / 'log').read_text()
 
 
