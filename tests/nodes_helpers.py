@@ -10,13 +10,17 @@ from contextlib import contextmanager
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from skin_screening.launching import NodeSpec
+from skin_screening.launching import NodeSpec, child_setup
 
 
 def node_process(executable: str, name: str, env: dict, log_path, **params) -> subprocess.Popen:
     spec = NodeSpec('skin_screening', executable, name, params=params)
     return subprocess.Popen(
-        spec.argv(), env=env, stdout=open(log_path, 'w'), stderr=subprocess.STDOUT
+        spec.argv(),
+        env=env,
+        stdout=open(log_path, 'w'),
+        stderr=subprocess.STDOUT,
+        preexec_fn=child_setup,  # as the launcher: stoppable with SIGINT, dies with the tests
     )
 
 

@@ -196,12 +196,18 @@ def parse_launch(path: str | Path, args: dict[str, str] | None = None) -> list[N
     return nodes
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the process that started it dies, even by
-    SIGKILL (Linux prctl PR_SET_PDEATHSIG), so no node outlives its launcher."""
-    import ctypes
+def child_setup() -> None:
+    """In a node's process before exec: SIGINT and SIGTERM back to their defaults (a launcher
+    started in the background by a shell without job control has SIGINT ignored, and children
+    inherit that: Ctrl-C and the stop signal would not reach the nodes), and, on Linux, SIGTERM
+    when the process that started it dies, even by SIGKILL (PR_SET_PDEATHSIG): no node outlives
+    its launcher."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform == 'linux':
+        import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def start(nodes: list[NodeSpec], env: dict[str, str] | None = None, log_dir: Path | None = None):
@@ -215,6 +221,6 @@ def start(nodes: list[NodeSpec], env: dict[str, str] | None = None, log_dir: Pat
             env=env | spec.env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform == 'linux' else None,
+            preexec_fn=child_setup,
         )
     return procs

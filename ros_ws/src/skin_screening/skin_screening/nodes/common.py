@@ -145,9 +145,14 @@ def reads_legacy_profile_variable() -> bool:
 
 def init_ros(args: Sequence[str] | None = None) -> None:
     """rclpy.init() after dropping the DDS profile variable this distro does not read (the
-    launch files set both so one file serves Humble to Kilted; Kilted warns on the old one)."""
+    launch files set both so one file serves Humble to Kilted; Kilted warns on the old one), with
+    SIGINT handled even when the process was started with it ignored."""
+    import signal
+
     import rclpy
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited: Ctrl-C must still stop it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get(LEGACY_PROFILE_VARIABLE) and not reads_legacy_profile_variable():
         os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', os.environ[LEGACY_PROFILE_VARIABLE])
         del os.environ[LEGACY_PROFILE_VARIABLE]
