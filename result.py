@@ -240,10 +240,19 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    for plot in (plot_table, plot_curves, plot_reliability, plot_latency, plot_power):
+    plots = {
+        'precision_table': plot_table,
+        'roc_pr': plot_curves,
+        'reliability': plot_reliability,
+        'latency_cdf': plot_latency,
+        'power': plot_power,
+    }
+    if 'f1' not in rows[0]:  # a bag without ground truth: nothing to score
+        print('the replayed bag had no labels: accuracy plots skipped', file=sys.stderr)
+        plots = {'power': plot_power}
+    for name, plot in plots.items():
         plot(rows, run, plt)
         plt.close('all')
-    for name in ('precision_table', 'roc_pr', 'reliability', 'latency_cdf', 'power'):
         print(run / f'{name}.png')
     return 0
 

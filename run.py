@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument('--limit', type=int, default=None, help='at most this many images')
     p.add_argument('--bag', type=Path, default=None, help='replay this bag instead of writing one')
+    p.add_argument(
+        '--topic', default=None, help="the bag's image topic (default: its only image topic)"
+    )
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
     p.add_argument(
         '--precisions',
@@ -141,18 +144,19 @@ def ensure_variants(model_dir: Path, precisions: list[str], backend: str) -> Non
         build_variants(model_dir, VariantConfig(precisions=tuple(missing), backends=(backend,)))
 
 
+def energy_text(row: dict) -> str:
+    joules = row['energy_j_per_inference']
+    return f'{joules:.4f} J/inf' if joules else 'not measured (no power sensor found)'
+
+
 def print_table(rows: list[dict]) -> None:
     print(
-        f'\n{"precision":<9} {"backend":<11} {"size MB":>7} {"×FP32":>6} {"latency ms":>10} '
-        f'{"engine ms":>9} {"fps":>6} {"F1":>6} {"direct F1":>9} {"recall":>6} {"ppv":>6} '
+        f'\n{"precision":<9} {"backend":<11} {"size MB":>7} {"size×":>6} {"latency ms":>10} '
+        f'{"engine ms":>9} {"fps":>6} {"F1":>6} {"F1 no-ROS":>9} {"recall":>6} {"ppv":>6} '
         f'{"lost":>4}  energy'
     )
     for r in rows:
-        energy = (
-            f'{r["energy_j_per_inference"]:.4f} J/inf'
-            if r['energy_j_per_inference']
-            else 'not measured on this machine'
-        )
+        energy = energy_text(r)
         print(
             f'{r["precision"]:<9} {r["backend"]:<11} {r["size_mb"]:>7.2f} '
             f'{r["size_ratio"]:>6.2f} {r["latency_median_ms"]:>10.2f} '
@@ -160,6 +164,31 @@ def print_table(rows: list[dict]) -> None:
             f'{r["direct_f1"]:>9.3f} {r["recall"]:>6.3f} {r["ppv"]:>6.3f} '
             f'{r["unanswered"]:>4}  {energy}'
         )
+    print(
+        'size× = file size / FP32 file; latency = player publish -> recorder receipt (median); '
+        'F1 no-ROS = the same engine on the same frames without the nodes (must equal F1)'
+    )
+
+
+def print_operational(rows: list[dict]) -> None:
+    """The table of a bag without labels: what happened, not how accurate it was."""
+    print(
+        f'\n{"precision":<9} {"frames":>6} {"answered":>8} {"lost":>4} {"latency ms":>10} '
+        f'{"engine ms":>9} {"fps":>6} {"other":>5} {"cancer":>6} {"refer":>5} {"alerts":>6}'
+        '  energy'
+    )
+    for r in rows:
+        print(
+            f'{r["precision"]:<9} {r["frames"]:>6} {r["answered"]:>8} {r["unanswered"]:>4} '
+            f'{r["latency_median_ms"]:>10.2f} {r["inference_median_ms"]:>9.2f} '
+            f'{r["throughput_fps"]:>6.1f} {r["decisions_other"]:>5} '
+            f'{r["decisions_skin_cancer"]:>6} {r["decisions_refer"]:>5} {r["alerts_raised"]:>6}  '
+            f'{energy_text(r)}'
+        )
+    print(
+        'no ground truth in the bag: diagnoses are in '
+        + ', '.join(f'{r["run_dir"]}/diagnoses.csv' for r in rows)
+    )
 
 
 def _terminate(signum, frame):
@@ -197,12 +226,20 @@ def _main(argv=None) -> int:
     except BootstrapError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    from skin_screening.core.bags import BagError, write_bag
+    from skin_screening.core.bags import BagError, inspect_bag, write_bag
     from skin_screening.core.engines import EngineError, variant_path
     from skin_screening.launching import ros_environment
-    from skin_screening.replay import ReplayError, replay, score_run
+    from skin_screening.replay import ReplayError, operational, replay, score_run
 
     start = time.time()
+    info = None
+    if args.bag is not None:  # checked before anything is built or started
+        try:
+            info = inspect_bag(args.bag, args.topic)
+        except BagError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 2
+        print(f'replaying {info.topic} of {info.path}', flush=True)
     stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
     out = args.out / f'{stamp}-main'
     out.mkdir(parents=True)
@@ -217,6 +254,7 @@ def _main(argv=None) -> int:
             bag = out / 'eval_bag'
             n = write_bag(bag, frames, rate_hz=args.bag_rate_hz, storage=args.storage)
             print(f'wrote {n} held-out frames to {bag}')
+            info = inspect_bag(bag)
         fp32_size = variant_path(args.model_dir, 'fp32', args.backend).stat().st_size / 1e6
         # Local-only DDS on a domain of this run's own (unless the caller chose one).
         domain = os.environ.get('ROS_DOMAIN_ID') or random.Random(os.getpid()).randint(1, 100)
@@ -232,8 +270,10 @@ def _main(argv=None) -> int:
                 rate=args.rate,
                 env=env,
                 power={'source': args.power_source, 'sysfs_root': args.sysfs_root},
+                topic=info.topic.name,
+                compressed=info.compressed,
             )
-            row = score_run(run_dir, bag)
+            row = score_run(run_dir, bag) if info.labelled else operational(run_dir)
             row['size_mb'] = (
                 variant_path(args.model_dir, precision, args.backend).stat().st_size / 1e6
             )
@@ -255,7 +295,7 @@ def _main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print_table(rows)
+    (print_table if info.labelled else print_operational)(rows)
     print(f'\nresults in {out} ({time.time() - start:.0f} s); plots: uv run result.py')
     failed = [line for r in rows if (line := incomplete(r))]
     if failed:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .core.bags import BagError, ground_truth
 from .core.metrics import binary_report
-from .core.postprocess import REFER
+from .core.postprocess import LABELS, REFER
 from .launching import package_share, parse_launch, start
 
 
@@ -37,6 +37,8 @@ def replay(
     env: dict[str, str] | None = None,
     timeout_s: float = 900.0,
     power: dict[str, object] | None = None,
+    topic: str = '',
+    compressed: bool = False,
 ) -> Path:
     """Replay `bag` through the replay launch file; returns the recorder's run directory.
     `power` overrides power monitor parameters (`source`, `sysfs_root`)."""
@@ -51,6 +53,8 @@ def replay(
             'rate': str(rate),
             'output_dir': str(output_dir),
             'run_name': f'replay-{precision}-{backend}',
+            'topic': topic,
+            'compressed': str(compressed).lower(),
         },
     )
     for spec in nodes:
@@ -166,56 +170,73 @@ def account(run_dir: Path) -> dict:
     }
 
 
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float('nan')
+
+
+def operational(run_dir: Path) -> dict:
+    """What every replay reports, labelled or not: frames in the bag, answered, latency,
+    throughput, energy, decisions by class, alerts raised, and the frame accounting."""
+    counts = account(run_dir)
+    sent = publish_log(run_dir)
+    rows = [r for r in read_diagnoses(run_dir) if not sent or int(r['stamp_ns']) in sent]
+    latency = [replay_latency(r, sent) for r in rows]
+    received = sorted(int(r['received_ns']) for r in rows)
+    span = (received[-1] - received[0]) / 1e9 if len(received) > 1 else 0.0
+    alerts_csv = run_dir / 'alerts.csv'
+    alerts = list(csv.DictReader(alerts_csv.open())) if alerts_csv.is_file() else []
+    first = rows[0] if rows else {}
+    return {
+        'precision': first.get('precision', ''),
+        'backend': first.get('backend', ''),
+        'model_id': first.get('model_id', ''),
+        'frames': counts['bag_frames'],
+        'answered': len(rows),
+        'unanswered': counts['bag_frames'] - len(rows),
+        **{
+            f'decisions_{label}': sum(r['label'] == label for r in rows)
+            for label in LABELS.values()
+        },
+        'referral_rate': float(np.mean([int(r['decision']) == REFER for r in rows]))
+        if rows
+        else float('nan'),
+        'alerts_raised': sum(a['level'] != '0' for a in alerts),
+        'latency_median_ms': _median(latency),
+        'latency_p90_ms': float(np.percentile(latency, 90)) if latency else float('nan'),
+        'latency_p99_ms': float(np.percentile(latency, 99)) if latency else float('nan'),
+        'inference_median_ms': _median([float(r['inference_ms']) for r in rows]),
+        'throughput_fps': (len(rows) - 1) / span if span > 0 else float('nan'),
+        'energy_j_per_inference': energy_per_inference(run_dir),
+        'run_dir': str(run_dir),
+    } | {f'n_{k}': v for k, v in counts.items()}
+
+
 def score_run(run_dir: Path, bag: Path) -> dict:
-    """Metrics of one replay, matching diagnoses to ground truth by the frames' stamps."""
+    """operational() plus the screening metrics, matching diagnoses to the bag's ground truth by
+    the frames' stamps (scored.csv: one row per answered labelled frame)."""
     truth = ground_truth(bag)
-    rows = read_diagnoses(run_dir)
-    by_stamp = {int(r['stamp_ns']): r for r in rows}
+    by_stamp = {int(r['stamp_ns']): r for r in read_diagnoses(run_dir)}
     matched = [(truth[s], by_stamp[s]) for s in truth if s in by_stamp]
     if not matched:
         raise BagError(f'no diagnosis in {run_dir} matches a frame of {bag}')
     y = np.array([t['y'] for t, _ in matched])
     prob = np.array([float(r['probability']) for _, r in matched])
-    threshold = float(matched[0][1]['threshold'])
-    report = binary_report(y, prob, threshold)
+    report = binary_report(y, prob, float(matched[0][1]['threshold']))
     sent = publish_log(run_dir)
-    latency = np.array([replay_latency(r, sent) for _, r in matched])
-    engine = np.array([float(r['inference_ms']) for _, r in matched])
     with (run_dir / 'scored.csv').open('w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['stamp_ns', 'y', 'probability', 'decision', 'latency_ms', 'image_id'])
         for stamp in sorted(s for s in truth if s in by_stamp):
             t, r = truth[stamp], by_stamp[stamp]
+            latency = replay_latency(r, sent)
             writer.writerow(
-                [
-                    stamp,
-                    t['y'],
-                    r['probability'],
-                    r['decision'],
-                    replay_latency(r, sent),
-                    t['image_id'],
-                ]
+                [stamp, t['y'], r['probability'], r['decision'], latency, t['image_id']]
             )
-    received = np.array([int(r['received_ns']) for r in rows])
-    span = (received.max() - received.min()) / 1e9 if len(received) > 1 else float('nan')
-    return {
-        'precision': matched[0][1]['precision'],
-        'backend': matched[0][1]['backend'],
-        'model_id': matched[0][1]['model_id'],
+    metrics = ('accuracy', 'f1', 'recall', 'specificity', 'roc_auc', 'threshold')
+    return operational(run_dir) | {
         'frames': len(truth),
         'answered': len(matched),
         'unanswered': len(truth) - len(matched),
-        'referral_rate': float(np.mean([int(r['decision']) == REFER for _, r in matched])),
-        **{
-            k: report[k]
-            for k in ('accuracy', 'f1', 'recall', 'specificity', 'roc_auc', 'threshold')
-        },
+        **{k: report[k] for k in metrics},
         'ppv': report['precision'],
-        'latency_median_ms': float(np.median(latency)),
-        'latency_p90_ms': float(np.percentile(latency, 90)),
-        'latency_p99_ms': float(np.percentile(latency, 99)),
-        'inference_median_ms': float(np.median(engine)),
-        'throughput_fps': (len(rows) - 1) / span if span and span > 0 else float('nan'),
-        'energy_j_per_inference': energy_per_inference(run_dir),
-        'run_dir': str(run_dir),
-    } | {f'n_{k}': v for k, v in account(run_dir).items()}
+    }

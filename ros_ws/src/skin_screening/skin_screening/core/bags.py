@@ -113,12 +113,34 @@ def write_bag(
     return count
 
 
+STORAGE_SUFFIXES = ('.mcap', '.db3')
+
+
+def resolve(path: str | Path) -> Path:
+    """What to open for `path`: a rosbag2 folder, or its one storage file when metadata.yaml is
+    missing (read directly, as `ros2 bag reindex` would), or a .mcap/.db3 file given directly."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f'bag {path} not found')
+    if path.is_file():
+        if path.suffix not in STORAGE_SUFFIXES:
+            raise BagError(f'{path} is not a rosbag2 (a folder, or a .mcap or .db3 file)')
+        return path
+    if (path / 'metadata.yaml').is_file():
+        return path
+    files = sorted(f for f in path.iterdir() if f.suffix in STORAGE_SUFFIXES)
+    if len(files) != 1:
+        raise BagError(
+            f'{path} is not a rosbag2: no metadata.yaml and '
+            + ('no .mcap or .db3 file' if not files else f'{len(files)} storage files')
+        )
+    return files[0]
+
+
 def _open(path: Path):
     from rosbags.highlevel import AnyReader
 
-    if not Path(path).exists():
-        raise BagError(f'bag {path} not found')
-    reader = AnyReader([Path(path)], default_typestore=typestore())
+    reader = AnyReader([resolve(path)], default_typestore=typestore())
     try:
         reader.open()
     except Exception as exc:  # rosbags raises several error types (AnyReaderError, ...)
@@ -141,6 +163,60 @@ def image_topic(reader, prefer_compressed: bool = False) -> Any:
         raise BagError('bag has no sensor_msgs/Image or CompressedImage topic')
     images.sort(key=lambda c: (c.msgtype == COMPRESSED) != prefer_compressed)
     return images[0]
+
+
+@dataclass(frozen=True)
+class ImageTopic:
+    name: str
+    msgtype: str
+    encoding: str  # Image.encoding or CompressedImage.format of its first message
+    count: int
+
+    def __str__(self) -> str:
+        kind = self.msgtype.rsplit('/', 1)[-1]
+        return f'{self.name} ({kind}, {self.encoding or "?"}, {self.count} messages)'
+
+
+@dataclass(frozen=True)
+class BagInfo:
+    path: Path  # what the player opens (see resolve())
+    topic: ImageTopic
+    labelled: bool  # has skin_screening_msgs/GroundTruth
+
+    @property
+    def compressed(self) -> bool:
+        return self.topic.msgtype == COMPRESSED
+
+
+def inspect_bag(path: str | Path, topic: str | None = None) -> BagInfo:
+    """Check a bag BEFORE anything plays it: readable, the image topic (`topic`, or the only one;
+    several are refused with the list), not empty. BagError with the reason otherwise."""
+    resolved = resolve(path)
+    reader = _open(resolved)
+    try:
+        candidates = []
+        for conn in (c for c in reader.connections if c.msgtype in (IMAGE, COMPRESSED)):
+            first = next(reader.messages(connections=[conn]), None)
+            msg = reader.deserialize(first[2], conn.msgtype) if first else None
+            encoding = '' if msg is None else getattr(msg, 'encoding', '') or msg.format
+            candidates.append(ImageTopic(conn.topic, conn.msgtype, encoding, int(conn.msgcount)))
+        labelled = any(c.msgtype == GROUND_TRUTH for c in reader.connections)
+    except Exception as exc:
+        raise BagError(f'bag {path} cannot be read: {exc}') from exc
+    finally:
+        reader.close()
+    chosen = [c for c in candidates if topic is None or c.name == topic]
+    listing = '; '.join(map(str, candidates)) or 'none'
+    if not chosen:
+        what = f'no image topic {topic}' if topic else 'no sensor_msgs/Image or CompressedImage'
+        raise BagError(f'bag {path} has {what} (image topics: {listing})')
+    if len(chosen) > 1:
+        raise BagError(
+            f'bag {path} has {len(chosen)} image topics, choose one with --topic: {listing}'
+        )
+    if chosen[0].count == 0:
+        raise BagError(f'image topic {chosen[0].name} of bag {path} is empty')
+    return BagInfo(resolved, chosen[0], labelled)
 
 
 def read_frames(

@@ -30,7 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from skin_screening_msgs.msg import Diagnosis
 
-from ..core.bags import BagError, count_frames, read_frames
+from ..core.bags import BagError, inspect_bag, read_frames
 from .common import descriptor, init_ros, stamp_to_ns
 
 
@@ -42,9 +42,12 @@ class BagPlayerNode(Node):
         p(
             'topic',
             '',
-            descriptor('Image topic in the bag (empty: the first image topic).', read_only=True),
+            descriptor(
+                'Image or CompressedImage topic of the bag (empty: its only image topic; '
+                'a bag with several is refused with the list).',
+                read_only=True,
+            ),
         )
-        p('compressed', False, descriptor('Prefer the CompressedImage topic.', read_only=True))
         p(
             'rate',
             1.0,
@@ -118,10 +121,13 @@ class BagPlayerNode(Node):
         )
         gp = self.get_parameter
         self.bag = gp('bag').value
-        self.total = count_frames(self.bag, gp('topic').value or None)
+        self.info = inspect_bag(self.bag, gp('topic').value or None)
+        self.total = self.info.topic.count
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-        msgtype = CompressedImage if gp('compressed').value else Image
-        out = 'image_raw/compressed' if gp('compressed').value else 'image_raw'
+        # CompressedImage frames go to image_raw/compressed (image_transport's name): the
+        # inference node subscribes there with compressed:=true
+        msgtype = CompressedImage if self.info.compressed else Image
+        out = 'image_raw/compressed' if self.info.compressed else 'image_raw'
         self._pub = self.create_publisher(msgtype, out, qos)
         self._pending: dict[int, float] = {}
         self._log: list[tuple[int, int]] = []
@@ -211,7 +217,7 @@ class BagPlayerNode(Node):
             bar = tqdm(total=self.total, desc='replay', unit='frame', file=sys.stderr)
         first_log = start = None
         try:
-            for frame in read_frames(self.bag, gp('topic').value or None, gp('compressed').value):
+            for frame in read_frames(self.info.path, self.info.topic.name):
                 if rate > 0:
                     first_log = first_log if first_log is not None else frame.log_time_ns
                     start = start if start is not None else time.monotonic()
