@@ -46,6 +46,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         '--topic', default=None, help="the bag's image topic (default: its only image topic)"
     )
+    p.add_argument(
+        '--labels',
+        type=Path,
+        default=None,
+        help='CSV of labels for a bag without ground truth: y (1 = skin cancer) per index '
+        '(0-based frame position) or stamp_ns',
+    )
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
     p.add_argument(
         '--precisions',
@@ -226,16 +233,18 @@ def _main(argv=None) -> int:
     except BootstrapError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    from skin_screening.core.bags import BagError, inspect_bag, write_bag
+    from skin_screening.core.bags import BagError, inspect_bag, labels_from_csv, write_bag
     from skin_screening.core.engines import EngineError, variant_path
     from skin_screening.launching import ros_environment
     from skin_screening.replay import ReplayError, operational, replay, score_run
 
     start = time.time()
-    info = None
+    info = truth = None
     if args.bag is not None:  # checked before anything is built or started
         try:
             info = inspect_bag(args.bag, args.topic)
+            if args.labels:
+                truth = labels_from_csv(args.labels, info.path, info.topic.name)
         except BagError as exc:
             print(f'error: {exc}', file=sys.stderr)
             return 2
@@ -273,7 +282,8 @@ def _main(argv=None) -> int:
                 topic=info.topic.name,
                 compressed=info.compressed,
             )
-            row = score_run(run_dir, bag) if info.labelled else operational(run_dir)
+            scored = info.labelled or truth is not None
+            row = score_run(run_dir, bag, truth) if scored else operational(run_dir)
             row['size_mb'] = (
                 variant_path(args.model_dir, precision, args.backend).stat().st_size / 1e6
             )
@@ -295,7 +305,7 @@ def _main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (print_table if info.labelled else print_operational)(rows)
+    (print_table if 'f1' in rows[0] else print_operational)(rows)
     print(f'\nresults in {out} ({time.time() - start:.0f} s); plots: uv run result.py')
     failed = [line for r in rows if (line := incomplete(r))]
     if failed:

@@ -177,3 +177,42 @@ def test_a_bag_without_metadata_is_read_from_its_storage_file(rgbs, tmp_path, ro
     result, _ = run_py(bag, tmp_path, ros_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f'of {next(bag.glob("*.db3"))}' in result.stdout
+
+
+@pytest.mark.ros
+def test_labels_from_a_csv_score_a_bag_without_ground_truth(
+    rgbs, sample_frames, tmp_path, ros_env, ham_model
+):
+    """Labels by frame index and by header stamp give the same F1, and it is the F1 of the same
+    engine run here on the same decoded JPEG frames; a bad CSV is one line, before any node."""
+    import json
+
+    from skin_screening.core.classifier import Classifier
+    from skin_screening.core.metrics import binary_report
+
+    frames = [compressed(f, 'jpeg') for f in rgbs]
+    bag = write(tmp_path / 'bag', {'/camera/image/compressed': frames})
+    y = [int(v) for v in sample_frames[1][:6]]
+    assert 0 < sum(y) < 6  # both classes among the six
+    by_index = tmp_path / 'by_index.csv'
+    by_index.write_text('index,y\n' + ''.join(f'{i},{v}\n' for i, v in enumerate(y)))
+    by_stamp = tmp_path / 'by_stamp.csv'
+    by_stamp.write_text(
+        'stamp_ns,y\n' + ''.join(f'{START_NS + i * 100_000_000},{v}\n' for i, v in enumerate(y))
+    )
+    f1 = []
+    for labels in (by_index, by_stamp):
+        result, _ = run_py(bag, tmp_path / labels.stem, ros_env, '--labels', str(labels))
+        assert result.returncode == 0, result.stderr[-2000:]
+        (run,) = (tmp_path / labels.stem / 'out').glob('*-main')
+        f1.append(json.loads((run / 'results.json').read_text())['rows'][0]['f1'])
+    decoded = [
+        cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1] for _, f in frames for data in [f['data']]
+    ]
+    clf = Classifier(ham_model)
+    direct = binary_report(np.array(y), clf.classify(decoded)[0].probability, clf.rule.threshold)
+    assert f1[0] == f1[1] == pytest.approx(direct['f1'])
+    (tmp_path / 'bad.csv').write_text('frame,label\n0,mel\n')
+    bad, seconds = run_py(bag, tmp_path, ros_env, '--labels', str(tmp_path / 'bad.csv'))
+    assert bad.returncode == 2 and seconds < 2.0
+    assert 'need a y column and an index or stamp_ns column' in bad.stderr

@@ -211,10 +211,11 @@ def operational(run_dir: Path) -> dict:
     } | {f'n_{k}': v for k, v in counts.items()}
 
 
-def score_run(run_dir: Path, bag: Path) -> dict:
-    """operational() plus the screening metrics, matching diagnoses to the bag's ground truth by
-    the frames' stamps (scored.csv: one row per answered labelled frame)."""
-    truth = ground_truth(bag)
+def score_run(run_dir: Path, bag: Path, truth: dict[int, dict] | None = None) -> dict:
+    """operational() plus the screening metrics, matching diagnoses to the bag's ground truth (or
+    `truth`, e.g. from labels_from_csv) by the frames' stamps (scored.csv: one row per answered
+    labelled frame)."""
+    truth = truth if truth is not None else ground_truth(bag)
     by_stamp = {int(r['stamp_ns']): r for r in read_diagnoses(run_dir)}
     matched = [(truth[s], by_stamp[s]) for s in truth if s in by_stamp]
     if not matched:

@@ -286,3 +286,35 @@ def ground_truth(path: str | Path) -> dict[int, dict]:
         return truth
     finally:
         reader.close()
+
+
+def labels_from_csv(
+    path: str | Path, bag: str | Path, topic: str | None = None
+) -> dict[int, dict]:
+    """Ground truth for a bag without it: a CSV with a `y` column (1 = skin cancer, 0 = other)
+    keyed by `index` (0-based position of the frame in the image topic) or `stamp_ns` (the
+    frame's header stamp); optional `label` and `image_id`. Same shape as ground_truth()."""
+    import csv
+
+    try:
+        rows = list(csv.DictReader(Path(path).open()))
+    except OSError as exc:
+        raise BagError(f'cannot read labels {path}: {exc}') from exc
+    key = next((k for k in ('stamp_ns', 'index') if rows and k in rows[0]), None)
+    if key is None or 'y' not in rows[0]:
+        raise BagError(f'labels {path} need a y column and an index or stamp_ns column')
+    stamps = [f.stamp_ns for f in read_frames(bag, topic)]
+    truth = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            stamp = int(row['stamp_ns']) if key == 'stamp_ns' else stamps[int(row['index'])]
+            y = int(row['y'])
+        except (ValueError, IndexError) as exc:
+            raise BagError(f'labels {path}, line {line}: {exc}') from None
+        if y not in (0, 1) or stamp not in stamps:
+            raise BagError(
+                f'labels {path}, line {line}: y must be 0/1 and name a frame of the bag'
+            )
+        name = row.get('image_id') or str(stamp)
+        truth[stamp] = {'y': y, 'label': row.get('label', ''), 'image_id': name, 'group_id': ''}
+    return truth
