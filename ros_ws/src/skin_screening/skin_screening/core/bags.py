@@ -157,14 +157,6 @@ class BagFrame:
     raw: bytes  # CDR bytes, publishable as-is by rclpy
 
 
-def image_topic(reader, prefer_compressed: bool = False) -> Any:
-    images = [c for c in reader.connections if c.msgtype in (IMAGE, COMPRESSED)]
-    if not images:
-        raise BagError('bag has no sensor_msgs/Image or CompressedImage topic')
-    images.sort(key=lambda c: (c.msgtype == COMPRESSED) != prefer_compressed)
-    return images[0]
-
-
 @dataclass(frozen=True)
 class ImageTopic:
     name: str
@@ -219,17 +211,13 @@ def inspect_bag(path: str | Path, topic: str | None = None) -> BagInfo:
     return BagInfo(resolved, chosen[0], labelled)
 
 
-def read_frames(
-    path: str | Path, topic: str | None = None, compressed: bool = False
-) -> Iterator[BagFrame]:
-    """Frames of the bag's image topic in time order; BagError if the bag is cut short."""
+def read_frames(path: str | Path, topic: str | None = None) -> Iterator[BagFrame]:
+    """Frames of the bag's image topic (`topic`, or the one inspect_bag() chooses) in time
+    order; BagError if the bag is cut short."""
+    topic = topic or inspect_bag(path).topic.name
     reader = _open(Path(path))
     try:
-        conns = (
-            [c for c in reader.connections if c.topic == topic]
-            if topic
-            else [image_topic(reader, compressed)]
-        )
+        conns = [c for c in reader.connections if c.topic == topic]
         if not conns:
             raise BagError(f'bag {path} has no topic {topic}')
         n = 0
@@ -243,19 +231,6 @@ def read_frames(
             raise
         except Exception as exc:
             raise BagError(f'bag {path} is truncated or corrupt after {n} frames: {exc}') from exc
-    finally:
-        reader.close()
-
-
-def count_frames(path: str | Path, topic: str | None = None) -> int:
-    reader = _open(Path(path))
-    try:
-        conn = (
-            ([c for c in reader.connections if c.topic == topic] or [None])[0]
-            if topic
-            else image_topic(reader)
-        )
-        return int(conn.msgcount) if conn is not None else 0
     finally:
         reader.close()
 

@@ -34,12 +34,13 @@ class Classifier:
         self.rule = rule or self.card.decision
         # Integrity first: the ONNX file the engine is made from must be the card's (a TensorRT
         # engine is cached under this hash, so it is checked through it).
-        digest = self.card.verify(variant_path(self.model_dir, self.precision, self.backend))
+        onnx = variant_path(self.model_dir, self.precision, self.backend)
+        self.card.verify(onnx)
         self.engine: Engine = open_engine(self.model_dir, self.precision, self.backend, threads)
         self._check_compatible()
         if warmup_runs:
             warmup(self.engine, iterations=warmup_runs)
-        self.model_id = f'{self.card.name}@{digest[:8]}'  # the file actually loaded
+        self.model_id = self.card.model_id(onnx.name)  # verified: the hash of the file loaded
 
     def _check_compatible(self) -> None:
         spec = self.engine.inputs[0]
