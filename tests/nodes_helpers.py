@@ -10,7 +10,11 @@ from contextlib import contextmanager
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from skin_screening.launching import NodeSpec, child_setup
+
+# What the probe subscribes with: deep enough that nothing a test sends is dropped.
+RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def node_process(executable: str, name: str, env: dict, log_path, **params) -> subprocess.Popen:

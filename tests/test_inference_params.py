@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from skin_screening.core.classifier import Classifier
 from skin_screening.core.frames import rgb_to_fields
@@ -10,6 +9,7 @@ from skin_screening.core.model_card import ModelCard
 from skin_screening_msgs.msg import Diagnosis
 
 from tests.nodes_helpers import (
+    RELIABLE,
     answered,
     diagnose_frames,
     image_msg,
@@ -19,8 +19,6 @@ from tests.nodes_helpers import (
     stop,
     wait_for,
 )
-
-RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @pytest.mark.ros

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from skin_screening.core.classifier import Classifier
 from skin_screening.core.frames import rgb_to_fields
@@ -16,6 +16,7 @@ from skin_screening_msgs.msg import Alert, Diagnosis
 
 from tests.conftest import SAMPLES
 from tests.nodes_helpers import (
+    RELIABLE,
     exit_code,
     image_msg,
     node_process,
@@ -25,7 +26,6 @@ from tests.nodes_helpers import (
     wait_for,
 )
 
-RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 REJECTIONS = ('not a colour', 'do not match', 'empty image', 'no defined colour scale')
 ALERTS = {'alert_window': 5, 'alert_min_frames': 3, 'alert_raise': 0.6, 'alert_clear': 0.4}
 

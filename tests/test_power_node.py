@@ -1,11 +1,8 @@
 """The power monitor node on fixture sysfs trees (tests/power_tree.py), over real rclpy."""
 
 import pytest
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from tests.nodes_helpers import node_process, probe_node, stop, wait_for
-
-RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
+from tests.nodes_helpers import RELIABLE, node_process, probe_node, stop, wait_for
 
 
 @pytest.mark.ros
