@@ -26,6 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 DEFAULT_MODEL = REPO / 'data' / 'models' / 'mobilenetv2-a0.5'
 DEFAULT_DATA = REPO / 'data' / 'samples'
+# This checkout's code, also when a sourced colcon install (`source install/setup.bash`) has put
+# an installed copy of skin_screening on PYTHONPATH ahead of it; the nodes run.py starts follow.
+sys.path[:0] = [str(REPO), str(REPO / 'ros_ws' / 'src' / 'skin_screening')]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -10,18 +10,25 @@ from setuptools import find_packages, setup
 
 package_name = 'skin_screening'
 NODES = ['camera', 'inference', 'power_monitor', 'recorder', 'bag_player']
-REPO = Path(__file__).resolve().parents[3]
 
 
-def shipped_models():
-    """data/models/<name>/* -> share/skin_screening/data/models/<name>/ (the launch default)."""
+def shipped_files():
+    """(install folder, [source files]) for the launch files, their params and the shipped models.
+
+    Paths are relative to this folder (colcon requires it) and stay INSIDE it: `launch` and
+    `models` here are links to the repository's launch/ and data/models/, so that
+    `--symlink-install` mirrors them inside the build folder, from any --build-base.
+    """
+    share = Path('share') / package_name
+    folders = [('launch', 'launch'), ('launch/params', 'launch/params')]
+    folders += [
+        (f'data/models/{model.name}', f'models/{model.name}')
+        for model in sorted(Path('models').iterdir())
+        if model.is_dir()
+    ]
     return [
-        (
-            f'share/{package_name}/data/models/{folder.name}',
-            [str(f) for f in sorted(folder.iterdir()) if f.is_file()],
-        )
-        for folder in sorted((REPO / 'data' / 'models').glob('*'))
-        if folder.is_dir()
+        (str(share / target), sorted(f for f in glob(f'{source}/*') if Path(f).is_file()))
+        for target, source in folders
     ]
 
 
@@ -32,9 +39,7 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
-        ('share/' + package_name + '/launch', glob('../../../launch/*.xml')),
-        ('share/' + package_name + '/launch/params', glob('../../../launch/params/*.yaml')),
-        *shipped_models(),
+        *shipped_files(),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -37,13 +37,46 @@ class BootstrapError(RuntimeError):
     """The environment cannot build the message package; the message says what to install."""
 
 
-def repo_root() -> Path:
-    """The repository root (the folder holding ros_ws/)."""
-    return Path(__file__).resolve().parents[4]
+def source_checkout() -> Path | None:
+    """The repository root (the folder holding ros_ws/) when this package runs from its source
+    tree (uv environment, colcon --symlink-install); None when colcon installed a copy."""
+    root = Path(__file__).resolve().parents[4]
+    return root if (root / 'ros_ws' / 'src' / MSG_PACKAGE / 'msg').is_dir() else None
+
+
+# Each package's shared files in a checkout (installed: share/<package>, same layout inside).
+_CHECKOUT_SHARE = {'skin_screening': '.', MSG_PACKAGE: f'ros_ws/src/{MSG_PACKAGE}'}
+
+
+def share_dir(package: str) -> Path:
+    """A package's shared files (skin_screening: launch/, data/models/; the messages: msg/):
+    in the source checkout when running from one, else share/<package> of its colcon install,
+    found through the ament index (AMENT_PREFIX_PATH, set by `source install/setup.bash`)."""
+    root = source_checkout()
+    if root is not None:
+        return root / _CHECKOUT_SHARE[package]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(package))
+    except (ImportError, LookupError, OSError, ValueError) as exc:
+        raise BootstrapError(
+            f'{package} is installed without its share folder ({exc}): '
+            'source the install (source install/setup.bash) or run from the source checkout'
+        ) from exc
+
+
+def scratch_dir(name: str) -> Path:
+    """ros_ws/build/<name> of the checkout (git-ignored), made with a COLCON_IGNORE beside it:
+    `colcon build` in ros_ws must not take the environments built there for packages."""
+    build = share_dir('skin_screening') / 'ros_ws' / 'build'
+    (build / name).mkdir(parents=True, exist_ok=True)
+    (build / 'COLCON_IGNORE').touch()
+    return build / name
 
 
 def msg_source_dir() -> Path:
-    return repo_root() / 'ros_ws' / 'src' / MSG_PACKAGE
+    return share_dir(MSG_PACKAGE)
 
 
 def _sources_digest(src: Path) -> str:
@@ -121,8 +154,7 @@ def build_messages(prefix: Path, verbose: bool = False) -> None:
     check_toolchain()
     fix_baked_include_paths(prefix)
     src = msg_source_dir()
-    build = repo_root() / 'ros_ws' / 'build' / f'{MSG_PACKAGE}-{sys.implementation.cache_tag}'
-    build.mkdir(parents=True, exist_ok=True)
+    build = scratch_dir(f'{MSG_PACKAGE}-{sys.implementation.cache_tag}')
     log = build / 'bootstrap.log'
     log.write_text('')
     if verbose:
@@ -151,7 +183,8 @@ def build_messages(prefix: Path, verbose: bool = False) -> None:
 
 def ensure_messages(verbose: bool = False) -> None:
     """Make ``skin_screening_msgs`` importable, building it when the wheels' prefix needs it."""
-    prefix = wheel_ros_prefix()
+    # Only a source checkout builds the messages; an installed copy comes with them (colcon).
+    prefix = wheel_ros_prefix() if source_checkout() is not None else None
     if prefix is not None:
         stamp = _stamp_path(prefix)
         current = stamp.is_file() and stamp.read_text() == _sources_digest(msg_source_dir())

@@ -71,7 +71,8 @@ def replay(
     try:
         deadline = time.monotonic() + timeout_s
         while player.poll() is None:
-            dead = [n for n, p in procs.items() if n != 'bag_player' and p.poll() is not None]
+            # a node may end with code 0 once the player announced the end (exit_with_replay)
+            dead = [n for n, p in procs.items() if n != 'bag_player' and p.poll()]
             if dead:
                 raise ReplayError(
                     f'node {dead[0]} exited early (code '

@@ -29,9 +29,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from skin_screening_msgs.msg import Diagnosis
+from std_msgs.msg import Empty
 
 from ..core.bags import BagError, inspect_bag, read_frames
-from .common import descriptor, init_ros, stamp_to_ns
+from .common import REPLAY_END_TOPIC, alert_qos, descriptor, init_ros, stamp_to_ns
 
 
 class BagPlayerNode(Node):
@@ -143,6 +144,7 @@ class BagPlayerNode(Node):
             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE),
         )
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_status, 50)
+        self._end_pub = self.create_publisher(Empty, REPLAY_END_TOPIC, alert_qos())
         self.done = threading.Event()
         threading.Thread(target=self._play_safely, daemon=True).start()
 
@@ -154,6 +156,7 @@ class BagPlayerNode(Node):
             self.error = f'replay failed: {type(exc).__name__}: {exc}'
             self.get_logger().error(self.error)
         finally:
+            self._announce_end()
             self.done.set()
 
     def _on_diagnosis(self, msg: Diagnosis) -> None:
@@ -257,6 +260,18 @@ class BagPlayerNode(Node):
             f'{self.answered} answered, {self.lost} lost'
             + (f'; {self.error}' if self.error else '')
         )
+
+    def _announce_end(self) -> None:
+        """Tell the replay's nodes (exit_with_replay) that it is over; wait until they have it."""
+        from rclpy.duration import Duration
+
+        if not self.context.ok():
+            return  # shutting down (Ctrl-C): the nodes are stopping anyway
+        try:
+            self._end_pub.publish(Empty())
+            self._end_pub.wait_for_all_acked(Duration(seconds=5.0))
+        except Exception:  # noqa: BLE001 - node destroyed meanwhile: nobody left to tell
+            pass
 
     def _node_accounted(self) -> int:
         """Frames the inference node has answered, rejected or dropped (its own counts)."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import math
 import os
 import re
+import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,6 +66,30 @@ class ReasonThrottle:
             return False
         self._last[reason] = now
         return True
+
+
+REPLAY_END_TOPIC = 'replay/end'  # std_msgs/Empty, latched: the bag player's replay is over
+
+
+class StopRequested(Exception):
+    """Raised in a callback to end rclpy.spin(): run_node() then closes the node cleanly."""
+
+
+def exit_with_replay(node: Any) -> None:
+    """Declare the node's `exit_with_replay` parameter; when true (replay.launch.xml), the node
+    ends, cleanly and with exit code 0, once the bag player announces the end of the replay on
+    REPLAY_END_TOPIC. With every process gone the launch ends, under Humble's launch too (its
+    XML has no on_exit="shutdown") and the project's stand-in alike."""
+    from std_msgs.msg import Empty
+
+    text = 'End this node when the bag player announces the end of the replay.'
+    if node.declare_parameter('exit_with_replay', False, descriptor(text, read_only=True)).value:
+
+        def stop(_msg) -> None:
+            node.get_logger().info('replay ended: stopping')
+            raise StopRequested
+
+        node.create_subscription(Empty, REPLAY_END_TOPIC, stop, alert_qos())
 
 
 def alert_qos() -> Any:
@@ -134,23 +158,21 @@ LEGACY_PROFILE_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
 def reads_legacy_profile_variable() -> bool:
     """True on distros whose Fast DDS 2.x reads FASTRTPS_DEFAULT_PROFILES_FILE (Humble, Iron,
     Jazzy); Kilted and later (Fast DDS 3) read FASTDDS_... and warn on the old name."""
-    distro = os.environ.get('ROS_DISTRO')
-    if distro:
-        return distro in ('humble', 'iron', 'jazzy')
-    try:  # PyPI wheels set no ROS_DISTRO: rclpy 3 = Humble, 5 = Iron, 7 = Jazzy, 9 = Kilted
-        return int(importlib.metadata.version('rclpy').split('.')[0]) < 8
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        return True
+    from ..launching import ros_distro
+
+    return ros_distro() in ('humble', 'iron', 'jazzy')
 
 
 def init_ros(args: Sequence[str] | None = None) -> None:
     """rclpy.init() after dropping the DDS profile variable this distro does not read (the
     launch files set both so one file serves Humble to Kilted; Kilted warns on the old one), with
-    SIGINT handled even when the process was started with it ignored."""
-    import signal
-
+    SIGINT handled even when the process was started with it ignored, and SIGTERM when the
+    launcher dies (die_with_parent)."""
     import rclpy
 
+    from ..launching import die_with_parent
+
+    die_with_parent()
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited: Ctrl-C must still stop it
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get(LEGACY_PROFILE_VARIABLE) and not reads_legacy_profile_variable():
@@ -169,9 +191,12 @@ def run_node(factory: Callable[[], Any], args: Sequence[str] | None = None) -> N
     try:
         node = factory()
         rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException, StopRequested):
         pass
     finally:
+        # Ctrl-C under `ros2 launch` arrives twice (from the terminal, then from launch): the
+        # second must not cut the clean-up short. launch escalates to SIGTERM/SIGKILL anyway.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, 'close', None)
             if close is not None:

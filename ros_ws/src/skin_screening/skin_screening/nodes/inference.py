@@ -39,6 +39,7 @@ from .common import (
     alert_qos,
     descriptor,
     diagnostics,
+    exit_with_replay,
     nan_if_none,
     run_node,
     stamp_to_ns,
@@ -124,6 +125,7 @@ class ConfigurationError(RuntimeError):
 class InferenceNode(Node):
     def __init__(self, **kwargs):
         super().__init__('inference', **kwargs)
+        exit_with_replay(self)
         for name, default, text, limits in PARAMETERS:
             self.declare_parameter(name, default, descriptor(text, **limits))
         self._lock = threading.Lock()

@@ -14,12 +14,13 @@ from skin_screening_msgs.msg import PowerRail, PowerSample
 from std_msgs.msg import Header
 
 from ..core.power import PowerSourceUnavailable, detect_source
-from .common import descriptor, diagnostics, run_node
+from .common import descriptor, diagnostics, exit_with_replay, run_node
 
 
 class PowerMonitorNode(Node):
     def __init__(self, **kwargs):
         super().__init__('power_monitor', **kwargs)
+        exit_with_replay(self)
         p = self.declare_parameter
         p('rate_hz', 10.0, descriptor('Sampling rate.', read_only=True, float_range=(0.1, 1000.0)))
         p(

@@ -15,12 +15,20 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
 from ..core.recording import RecordingError, SessionRecorder, new_run_dir
-from .common import alert_qos, descriptor, diagnostics, run_node, stamp_to_ns
+from .common import (
+    alert_qos,
+    descriptor,
+    diagnostics,
+    exit_with_replay,
+    run_node,
+    stamp_to_ns,
+)
 
 
 class RecorderNode(Node):
     def __init__(self, **kwargs):
         super().__init__('recorder', **kwargs)
+        exit_with_replay(self)
         p = self.declare_parameter
         p(
             'output_dir',
