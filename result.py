@@ -38,12 +38,48 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def scored(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y, p, lat, _, _ = scored_rows(row)
+    return y, p, lat
+
+
+def scored_rows(row: dict):
+    """y, probability, latency (ms), stamps and lesion/patient groups of one replay's frames."""
     rows = read_csv(Path(row['run_dir']) / 'scored.csv')
     return (
         np.array([int(r['y']) for r in rows]),
         np.array([float(r['probability']) for r in rows]),
         np.array([float(r['latency_ms']) for r in rows]),
+        [r['stamp_ns'] for r in rows],
+        [r.get('group_id', '') for r in rows],
     )
+
+
+def paired_ratio_intervals(row: dict, ref: dict) -> dict[str, tuple[float, float]]:
+    """95 % bootstrap intervals of F1 and median latency relative to `ref`, resampling the
+    frames both replays answered (by lesion/patient where the bag has groups)."""
+    from skin_screening.core.metrics import binary_report, bootstrap_interval
+
+    y, p, lat, stamps, groups = scored_rows(row)
+    _, p_ref, lat_ref, stamps_ref, _ = scored_rows(ref)
+    where = {s: i for i, s in enumerate(stamps_ref)}
+    i = np.array([k for k, s in enumerate(stamps) if s in where], int)
+    if not len(i):
+        return {}
+    j = np.array([where[stamps[k]] for k in i], int)
+    y, p, lat, p_ref, lat_ref = y[i], p[i], lat[i], p_ref[j], lat_ref[j]
+
+    def f1_ratio(k):
+        ref_f1 = binary_report(y[k], p_ref[k], ref['threshold'])['f1']
+        return binary_report(y[k], p[k], row['threshold'])['f1'] / ref_f1 if ref_f1 else np.nan
+
+    def latency_ratio(k):
+        return float(np.median(lat[k]) / np.median(lat_ref[k]))
+
+    g = [groups[k] for k in i]
+    return {
+        'f1': bootstrap_interval(f1_ratio, len(i), g, n_boot=300),
+        'latency_median_ms': bootstrap_interval(latency_ratio, len(i), g, n_boot=300),
+    }
 
 
 def plot_table(rows: list[dict], out: Path, plt) -> None:
@@ -55,15 +91,20 @@ def plot_table(rows: list[dict], out: Path, plt) -> None:
         ('energy_j_per_inference', 'energy'),
     ]
     ref = next((r for r in rows if r['precision'] == 'fp32'), rows[0])
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.4))
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         ratios = [(row[k] / ref[k]) if row.get(k) and ref.get(k) else np.nan for k, _ in metrics]
+        intervals = paired_ratio_intervals(row, ref) if 'f1' in row else {}
+        low = [r - intervals.get(k, (r, r))[0] for r, (k, _) in zip(ratios, metrics)]
+        high = [intervals.get(k, (r, r))[1] - r for r, (k, _) in zip(ratios, metrics)]
         xs = np.arange(len(metrics)) + i * width
         ax.bar(
             xs,
             np.nan_to_num(ratios),
             width,
+            yerr=np.nan_to_num([low, high]),
+            capsize=3,
             label=row['precision'],
             color=COLOURS.get(row['precision']),
         )
@@ -78,7 +119,13 @@ def plot_table(rows: list[dict], out: Path, plt) -> None:
     ax.axhline(1.0, color='grey', lw=0.8, ls='--')
     ax.set_xticks(np.arange(len(metrics)) + width * (len(rows) - 1) / 2, [m for _, m in metrics])
     ax.set_ylabel('ratio to FP32 (FP32 = 1)')
-    ax.set_title(f'Precision table ({rows[0]["backend"]}; n/m = not measured on this machine)')
+    n = ref.get('answered', ref.get('frames', '?'))
+    ax.set_title(
+        f'Precision table ({rows[0]["backend"]}, n = {n} frames; n/m = not measured here)\n'
+        'whiskers: 95 % paired bootstrap interval (F1, latency); size, throughput and '
+        'energy: one measurement',
+        fontsize=9,
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / 'precision_table.png', dpi=120)
@@ -98,8 +145,9 @@ def plot_curves(rows: list[dict], out: Path, plt) -> None:
         roc.plot(fpr, tpr, color=c, label=f'{row["precision"]} AUC {rep["roc_auc"]:.3f}')
         pr.plot(rec, prec, color=c, label=f'{row["precision"]} AP {rep["pr_auc"]:.3f}')
     roc.plot([0, 1], [0, 1], color='grey', ls='--', lw=0.8)
-    roc.set(xlabel='false positive rate', ylabel='sensitivity', title='ROC (replayed)')
-    pr.set(xlabel='recall', ylabel='precision', title='Precision-recall (replayed)')
+    n = f'n = {len(y)}, {int(y.sum())} cancers'
+    roc.set(xlabel='false positive rate', ylabel='sensitivity', title=f'ROC (replayed; {n})')
+    pr.set(xlabel='recall', ylabel='precision', title=f'Precision-recall (replayed; {n})')
     roc.legend()
     pr.legend()
     fig.tight_layout()
@@ -107,19 +155,30 @@ def plot_curves(rows: list[dict], out: Path, plt) -> None:
 
 
 def plot_reliability(rows: list[dict], out: Path, plt, bins: int = 10) -> None:
-    fig, ax = plt.subplots(figsize=(5, 5))
+    from skin_screening.core.metrics import wilson_interval
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
     edges = np.linspace(0, 1, bins + 1)
-    for row in rows:
+    for k, row in enumerate(rows):
         y, p, _ = scored(row)
         which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-        conf = [p[which == b].mean() for b in range(bins) if (which == b).any()]
-        acc = [y[which == b].mean() for b in range(bins) if (which == b).any()]
-        ax.plot(conf, acc, 'o-', color=COLOURS.get(row['precision']), label=row['precision'])
+        used = [b for b in range(bins) if (which == b).any()]
+        conf = np.array([p[which == b].mean() for b in used])
+        counts = [int((which == b).sum()) for b in used]
+        hits = [int(y[which == b].sum()) for b in used]
+        acc = np.array([h / c for h, c in zip(hits, counts)])
+        ci = np.array([wilson_interval(h, c) for h, c in zip(hits, counts)]).T
+        colour = COLOURS.get(row['precision'])
+        yerr = [acc - ci[0], ci[1] - acc]
+        ax.errorbar(conf, acc, yerr, fmt='o-', capsize=3, color=colour, label=row['precision'])
+        if k == 0:  # frames per bin: the same frames for every precision
+            for x, a, c in zip(conf, acc, counts):
+                ax.annotate(f'n={c}', (x, a), xytext=(4, -10), textcoords='offset points')
     ax.plot([0, 1], [0, 1], color='grey', ls='--', lw=0.8)
     ax.set(
         xlabel='predicted probability of skin cancer',
-        ylabel='observed frequency',
-        title='Reliability diagram',
+        ylabel='observed frequency (95 % Wilson interval)',
+        title=f'Reliability diagram (n = {len(y)} frames)',
         xlim=(0, 1),
         ylim=(0, 1),
     )
@@ -130,18 +189,23 @@ def plot_reliability(rows: list[dict], out: Path, plt, bins: int = 10) -> None:
 
 def plot_latency(rows: list[dict], out: Path, plt) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        lat = np.sort(scored(row)[2])
+    latencies = {row['precision']: np.sort(scored(row)[2]) for row in rows}
+    everything = np.concatenate(list(latencies.values()))
+    right = float(np.percentile(everything, 99)) * 1.15  # the body, not one stall
+    beyond = int((everything > right).sum())
+    for precision, lat in latencies.items():
         ax.plot(
             lat,
             np.arange(1, len(lat) + 1) / len(lat),
-            color=COLOURS.get(row['precision']),
-            label=f'{row["precision"]} median {np.median(lat):.1f} ms',
+            color=COLOURS.get(precision),
+            label=f'{precision} median {np.median(lat):.1f} ms, p99 {np.percentile(lat, 99):.1f}',
         )
+    ax.set_xlim(0, right)
+    clipped = f'; {beyond} beyond the axis, max {everything.max():.0f} ms' if beyond else ''
     ax.set(
         xlabel='frame published -> diagnosis recorded (ms)',
         ylabel='fraction of frames',
-        title='Latency CDF (replay, across processes)',
+        title=f'Latency CDF (replay, n = {len(everything) // len(latencies)} frames{clipped})',
     )
     ax.legend()
     fig.tight_layout()
@@ -177,7 +241,11 @@ def plot_power(rows: list[dict], out: Path, plt) -> None:
         ax.text(
             0.5,
             0.5,
-            'power not measured on this machine\n(no INA3221, tegrastats, NVML or RAPL source)',
+            'power not measured on this machine: no sensor source found\n'
+            'Jetson: INA3221 (/sys/bus/i2c/drivers/ina3221) or tegrastats\n'
+            'NVIDIA GPU: pip install nvidia-ml-py (NVML)\n'
+            'Intel/AMD CPU: RAPL readable under /sys/class/powercap (root)\n'
+            'then: run.py --power-source auto|ina3221|tegrastats|nvml|rapl',
             ha='center',
             va='center',
             transform=ax.transAxes,

@@ -58,6 +58,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
     p.add_argument(
+        '--bag-distro',
+        default='kilted',
+        choices=['humble', 'jazzy', 'kilted'],
+        help="write the evaluation bag's metadata as this distro's rosbag2 does, so that its "
+        '`ros2 bag play` reads it (humble: metadata v5; on Humble also --storage sqlite3 '
+        'unless ros-humble-rosbag2-storage-mcap is installed)',
+    )
+    p.add_argument(
         '--precisions',
         nargs='+',
         default=['fp32', 'fp16', 'int8'],
@@ -252,6 +260,8 @@ def _main(argv=None) -> int:
             print(f'error: {exc}', file=sys.stderr)
             return 2
         print(f'replaying {info.topic} of {info.path}', flush=True)
+        if info.damage:
+            print(f'warning: {info.damage_note}: replaying those', file=sys.stderr, flush=True)
     stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
     out = args.out / f'{stamp}-main'
     out.mkdir(parents=True)
@@ -264,7 +274,9 @@ def _main(argv=None) -> int:
         if bag is None:
             frames = evaluation_frames(args, args.model_dir)
             bag = out / 'eval_bag'
-            n = write_bag(bag, frames, rate_hz=args.bag_rate_hz, storage=args.storage)
+            n = write_bag(
+                bag, frames, rate_hz=args.bag_rate_hz, storage=args.storage, distro=args.bag_distro
+            )
             print(f'wrote {n} held-out frames to {bag}')
             info = inspect_bag(bag)
         fp32_size = variant_path(args.model_dir, 'fp32', args.backend).stat().st_size / 1e6

@@ -49,13 +49,17 @@ def compressed(rgb, fmt):
     return COMPRESSED, {'format': fmt, 'data': buf.ravel()}
 
 
-def write(path, topics: dict, storage='mcap', version=9):
-    """A rosbag2 with `topics`: name -> list of (msgtype, fields), 10 Hz."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
+def write(path, topics: dict, storage='mcap', version=9, zstd=False):
+    """A rosbag2 with `topics`: name -> list of (msgtype, fields), 10 Hz; `zstd`: compressed
+    storage (zstd chunks in an mcap, as `ros2 bag record --compression-mode` can make)."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
     store = typestore()
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    with Writer(path, version=version, storage_plugin=plugin) as writer:
+    writer = Writer(path, version=version, storage_plugin=plugin)
+    if zstd:
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
         for name, messages in topics.items():
             msgtype = messages[0][0] if messages else IMAGE
             conn = writer.add_connection(name, msgtype, typestore=store)
@@ -158,13 +162,58 @@ def test_frames_the_node_cannot_read_fail_the_run_with_the_reason(rgbs, tmp_path
     assert '6 unanswered: 6 rejected by the node' in result.stderr
 
 
+def truncate(bag, fraction: float):
+    storage = next(bag.glob('*.mcap'))
+    storage.write_bytes(storage.read_bytes()[: int(storage.stat().st_size * fraction)])
+    return bag
+
+
+@pytest.mark.ros
+def test_a_truncated_bag_replays_what_is_readable_and_says_what_was_lost(rgbs, tmp_path, ros_env):
+    """An mcap cut at 55 % (power lost while recording): rosbags refuses it (no summary); the
+    complete chunks before the cut are replayed and the rest is reported, exit code 3."""
+    from skin_screening.core.bags import inspect_bag, read_frames
+
+    # 640x480 frames as a device camera sends them: rosbags closes a chunk past 1 MiB, so the
+    # file holds 3 chunks of 2 frames
+    frames = [image(cv2.resize(f, (640, 480)), 'rgb8') for f in rgbs]
+    bag = write(tmp_path / 'bag', {'/camera/image': frames})
+    intact = [f.raw for f in read_frames(bag)]
+    truncate(bag, 0.55)
+    info = inspect_bag(bag)
+    assert info.expected == 6 and 0 < info.topic.count < 6
+    assert 'cut short' in info.damage, info.damage
+    salvaged = [f.raw for f in read_frames(bag)]
+    assert salvaged == intact[: info.topic.count]  # byte for byte, in order
+    result, _ = run_py(bag, tmp_path, ros_env)
+    assert result.returncode == 3, result.stderr[-2000:]
+    n = info.topic.count
+    assert 'warning: bag damaged (record at byte' in result.stderr
+    assert f'fp32: 6 frames in the bag, {n} published, {n} answered, {n} recorded' in result.stderr
+    assert f'{6 - n} never published (bag damaged' in result.stderr
+    assert f'{n} of 6 frames readable' in result.stderr
+
+
+def test_the_readable_part_of_a_cut_compressed_mcap_is_read_byte_for_byte(rgbs, tmp_path):
+    from skin_screening.core.bags import inspect_bag, read_frames
+
+    frames = [image(cv2.resize(f, (640, 480)), 'rgb8') for f in rgbs]
+    bag = write(tmp_path / 'bag', {'/camera/image': frames}, zstd=True)
+    assert next(bag.glob('*.mcap')).read_bytes().count(b'zstd') >= 2  # compressed chunks
+    intact = [f.raw for f in read_frames(bag)]
+    info = inspect_bag(truncate(bag, 0.7))
+    assert 0 < info.topic.count < 6 and info.expected == 6
+    assert [f.raw for f in read_frames(bag)] == intact[: info.topic.count]
+
+
 def test_damaged_bags_are_refused_before_anything_starts(rgbs, tmp_path, ros_env):
     bag = write(tmp_path / 'bag', {'/camera/image': [image(f, 'rgb8') for f in rgbs]})
-    storage = next(bag.glob('*.mcap'))
-    storage.write_bytes(storage.read_bytes()[: storage.stat().st_size * 55 // 100])
-    truncated, seconds = run_py(bag, tmp_path, ros_env)
+    truncated, seconds = run_py(truncate(bag, 0.1), tmp_path, ros_env)
     assert truncated.returncode == 2 and seconds < 2.0
-    assert 'cannot open bag' in truncated.stderr and 'magic' in truncated.stderr
+    assert (
+        'cannot open bag' in truncated.stderr
+        and 'readable part holds no image' in truncated.stderr
+    )
     empty = write(tmp_path / 'empty', {'/camera/image': []})
     result, _ = run_py(empty, tmp_path, ros_env)
     assert result.returncode == 2 and 'is empty' in result.stderr
@@ -216,3 +265,77 @@ def test_labels_from_a_csv_score_a_bag_without_ground_truth(
     bad, seconds = run_py(bag, tmp_path, ros_env, '--labels', str(tmp_path / 'bad.csv'))
     assert bad.returncode == 2 and seconds < 2.0
     assert 'need a y column and an index or stamp_ns column' in bad.stderr
+
+
+def rosbag2_decodes(info: dict, reader: str) -> None:
+    """What rosbag2_storage/yaml.hpp of `reader` (humble: 0.15, jazzy: 0.26) asks of each field
+    when it decodes metadata.yaml; AssertionError where yaml-cpp would throw bad conversion."""
+    v = info['version']
+    assert isinstance(v, int) and isinstance(info['storage_identifier'], str)
+    assert isinstance(info['duration']['nanoseconds'], int)
+    assert isinstance(info['starting_time']['nanoseconds_since_epoch'], int)
+    assert isinstance(info['message_count'], int)
+    for topic in info['topics_with_message_count']:
+        meta = topic['topic_metadata']
+        assert all(isinstance(meta[k], str) for k in ('name', 'type', 'serialization_format'))
+        qos = meta['offered_qos_profiles']
+        if reader == 'humble' or v < 9:  # as<std::string>() from version 4 on
+            assert isinstance(qos, str), f'{reader} reads offered_qos_profiles as a string'
+        else:
+            assert isinstance(qos, list)
+        if reader != 'humble' and v >= 7:
+            assert isinstance(meta['type_description_hash'], str)
+        assert isinstance(topic['message_count'], int)
+    assert all(isinstance(p, str) for p in info['relative_file_paths'])
+    assert isinstance(info['compression_format'], str) and isinstance(
+        info['compression_mode'], str
+    )
+    if v >= 5:
+        for f in info['files']:
+            assert isinstance(f['path'], str) and isinstance(f['message_count'], int)
+            assert isinstance(f['starting_time']['nanoseconds_since_epoch'], int)
+            assert isinstance(f['duration']['nanoseconds'], int)
+    if reader != 'humble' and v >= 6:
+        assert isinstance(info['custom_data'], (dict, type(None)))
+    if reader != 'humble' and v >= 8:
+        assert isinstance(info['ros_distro'], str)
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+@pytest.mark.parametrize(('distro', 'version'), [('humble', 5), ('jazzy', 9), ('kilted', 9)])
+def test_evaluation_bags_carry_the_metadata_each_distro_reads(
+    rgbs, tmp_path, storage, distro, version
+):
+    import sqlite3
+
+    from skin_screening.core.bags import LabelledFrame, ground_truth, read_frames, write_bag
+
+    frames = [LabelledFrame(f, i % 2, 'mel', f'i{i}', f'l{i}') for i, f in enumerate(rgbs)]
+    bag = tmp_path / 'bag'
+    assert write_bag(bag, frames, storage=storage, distro=distro) == 6
+    info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['version'] == version  # what that distro's rosbag2 writes itself
+    rosbag2_decodes(info, distro if distro != 'kilted' else 'jazzy')
+    if distro == 'humble':
+        rosbag2_decodes(info, 'jazzy')  # v5 also plays on Jazzy and later (backward reading)
+    else:
+        with pytest.raises(AssertionError, match='humble reads offered_qos_profiles'):
+            rosbag2_decodes(info, 'humble')
+    assert len(list(read_frames(bag))) == 6 and len(ground_truth(bag)) == 6  # rosbags
+    (storage_file,) = [bag / p for p in info['relative_file_paths']]
+    if storage == 'mcap':
+        from mcap.reader import make_reader
+
+        with storage_file.open('rb') as f:
+            reader = make_reader(f)
+            assert reader.get_header().profile == 'ros2'
+            schemas = {s.name: s.encoding for s in reader.get_summary().schemas.values()}
+            assert schemas[IMAGE] == 'ros2msg'
+            assert sum(1 for _ in reader.iter_messages(topics=['/image_raw'])) == 6
+    else:  # the queries of rosbag2_storage_sqlite3 (schema 3, Humble)
+        with sqlite3.connect(storage_file) as db:
+            topics = db.execute(
+                'SELECT id, name, type, serialization_format, offered_qos_profiles FROM topics'
+            ).fetchall()
+            assert {t[1] for t in topics} >= {'/image_raw', '/ground_truth'}
+            assert db.execute('SELECT count(*) FROM messages').fetchone()[0] == 12

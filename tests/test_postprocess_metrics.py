@@ -125,3 +125,24 @@ def test_uncertainty_ranks_errors_and_referral_raises_f1():
     assert [c['coverage'] for c in curve][:2] == [1.0, 0.95]
     at = {c['coverage']: c for c in curve}
     assert at[0.8]['f1'] > at[1.0]['f1'] and at[0.5]['accuracy'] > at[0.8]['accuracy']
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    from skin_screening.core.metrics import wilson_interval
+
+    low, high = wilson_interval(8, 10)
+    assert round(low, 3) == 0.490 and round(high, 3) == 0.943
+    assert wilson_interval(0, 10)[0] == 0.0 and np.isnan(wilson_interval(0, 0)[0])
+
+
+def test_bootstrap_by_group_is_wider_when_frames_of_a_lesion_agree():
+    from skin_screening.core.metrics import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    per_lesion = rng.normal(size=20)
+    values = np.repeat(per_lesion, 10)  # 10 frames of each of 20 lesions, all alike
+    groups = [f'lesion{i}' for i in range(20) for _ in range(10)]
+    by_frame = bootstrap_interval(lambda k: values[k].mean(), len(values))
+    by_lesion = bootstrap_interval(lambda k: values[k].mean(), len(values), groups)
+    assert by_lesion[0] < values.mean() < by_lesion[1]
+    assert (by_lesion[1] - by_lesion[0]) > 2 * (by_frame[1] - by_frame[0])

@@ -146,9 +146,12 @@ def account(run_dir: Path) -> dict:
     bag_frames = int(counts.get('bag_frames', len(sent)))
     published, answered = len(sent), sum(sent.values())
     reasons = []
+    damage = counts.get('bag_damage', '')  # a damaged file: only its readable part was played
     if bag_frames > published:
-        why = counts.get('bag_error') or 'the player stopped early'
+        why = counts.get('bag_error') or damage or 'the player stopped early'
         reasons.append(f'{bag_frames - published} never published ({why})')
+    elif damage:
+        reasons.append(damage)
     if published > answered:
         rejected, dropped = (
             max(0, int(counts.get(k, 0))) for k in ('node_rejected', 'node_dropped')
@@ -166,7 +169,7 @@ def account(run_dir: Path) -> dict:
         'published': published,
         'answered': answered,
         'recorded': len(recorded),
-        'complete': bag_frames == published == answered == len(recorded),
+        'complete': bag_frames == published == answered == len(recorded) and not damage,
         'reasons': '; '.join(reasons),
     }
 
@@ -227,12 +230,21 @@ def score_run(run_dir: Path, bag: Path, truth: dict[int, dict] | None = None) ->
     sent = publish_log(run_dir)
     with (run_dir / 'scored.csv').open('w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['stamp_ns', 'y', 'probability', 'decision', 'latency_ms', 'image_id'])
+        header = ['stamp_ns', 'y', 'probability', 'decision', 'latency_ms', 'image_id', 'group_id']
+        writer.writerow(header)
         for stamp in sorted(s for s in truth if s in by_stamp):
             t, r = truth[stamp], by_stamp[stamp]
             latency = replay_latency(r, sent)
             writer.writerow(
-                [stamp, t['y'], r['probability'], r['decision'], latency, t['image_id']]
+                [
+                    stamp,
+                    t['y'],
+                    r['probability'],
+                    r['decision'],
+                    latency,
+                    t['image_id'],
+                    t.get('group_id', ''),
+                ]
             )
     metrics = ('accuracy', 'f1', 'recall', 'specificity', 'roc_auc', 'threshold')
     return operational(run_dir) | {

@@ -11,7 +11,7 @@ scoring needs /ground_truth.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,18 +63,26 @@ def write_bag(
     compressed: bool = False,
     frame_id: str = 'wearable_camera',
     start_ns: int = 1_700_000_000_000_000_000,
+    distro: str = 'kilted',
 ) -> int:
-    """Write labelled frames as an evaluation bag; returns the number of frames."""
+    """Write labelled frames as an evaluation bag whose metadata `distro`'s `ros2 bag play`
+    reads (core/bag_distro.py); returns the number of frames."""
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+
+    from .bag_distro import rewrite_metadata, writer_version
 
     if storage not in STORAGES:
         raise BagError(f'storage must be one of {STORAGES}, not {storage!r}')
+    try:
+        version = writer_version(distro)
+    except ValueError as exc:
+        raise BagError(str(exc)) from None
     store = typestore()
     T = store.types
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     count = 0
     try:
-        with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
+        with Writer(Path(path), version=version, storage_plugin=plugin) as writer:
             image_conn = writer.add_connection('/image_raw', IMAGE, typestore=store)
             jpeg_conn = (
                 writer.add_connection('/image_raw/compressed', COMPRESSED, typestore=store)
@@ -110,6 +118,7 @@ def write_bag(
                 count += 1
     except WriterError as exc:
         raise BagError(f'cannot write bag {path}: {exc}') from exc
+    rewrite_metadata(Path(path), distro)
     return count
 
 
@@ -174,17 +183,81 @@ class BagInfo:
     path: Path  # what the player opens (see resolve())
     topic: ImageTopic
     labelled: bool  # has skin_screening_msgs/GroundTruth
+    damage: str = ''  # a damaged MCAP: why reading stops early (topic.count = frames readable)
+    expected: int | None = None  # frames of the topic before the damage (metadata.yaml), if known
 
     @property
     def compressed(self) -> bool:
         return self.topic.msgtype == COMPRESSED
+
+    @property
+    def damage_note(self) -> str:
+        """'bag damaged (<why>): N of M frames readable' ('' for an intact bag)."""
+        if not self.damage:
+            return ''
+        of = f' of {self.expected}' if self.expected is not None else ' (how many more: unknown)'
+        return f'bag damaged ({self.damage}): {self.topic.count}{of} frames readable'
+
+
+def _damaged_mcap(resolved: Path) -> tuple[Path, dict[str, int]] | None:
+    """(the .mcap file, {topic: message count from metadata.yaml}) when `resolved` is an MCAP
+    bag, for the salvage of a file rosbags cannot open."""
+    import yaml
+
+    if resolved.is_file():
+        return (resolved, {}) if resolved.suffix == '.mcap' else None
+    try:
+        meta = yaml.safe_load((resolved / 'metadata.yaml').read_text())
+        info = meta['rosbag2_bagfile_information']
+        files = [resolved / f for f in info['relative_file_paths']]
+        counts = {
+            t['topic_metadata']['name']: int(t['message_count'])
+            for t in info.get('topics_with_message_count', [])
+        }
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
+    mcaps = [f for f in files if f.suffix == '.mcap' and f.is_file()]
+    return (mcaps[0], counts) if len(files) == len(mcaps) == 1 else None
+
+
+def _salvage_info(resolved: Path, topic: str | None, error: BagError) -> BagInfo:
+    """inspect_bag() for an MCAP bag rosbags cannot open: what a forward scan reads."""
+    from .mcap_salvage import Salvage
+
+    found = _damaged_mcap(resolved)
+    if found is None:
+        raise error
+    salvage = Salvage(found[0])
+    firsts: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for m in salvage.messages():
+        if m.msgtype in (IMAGE, COMPRESSED):
+            firsts.setdefault(m.topic, m)
+            counts[m.topic] = counts.get(m.topic, 0) + 1
+    if salvage.damage.startswith('not an MCAP'):
+        raise error
+    if not firsts:
+        raise BagError(f'{error}; its readable part holds no image ({salvage.damage})')
+    store = typestore()
+    candidates = []
+    for name, first in firsts.items():
+        msg = store.deserialize_cdr(first.data, first.msgtype)
+        encoding = getattr(msg, 'encoding', '') or msg.format
+        candidates.append(ImageTopic(name, first.msgtype, encoding, counts[name]))
+    chosen = _choose(resolved, candidates, topic)
+    labelled = GROUND_TRUTH in salvage.schemas.values()
+    damage = salvage.damage or 'no summary'
+    return BagInfo(resolved, chosen, labelled, damage, found[1].get(chosen.name))
 
 
 def inspect_bag(path: str | Path, topic: str | None = None) -> BagInfo:
     """Check a bag BEFORE anything plays it: readable, the image topic (`topic`, or the only one;
     several are refused with the list), not empty. BagError with the reason otherwise."""
     resolved = resolve(path)
-    reader = _open(resolved)
+    try:
+        reader = _open(resolved)
+    except BagError as exc:
+        return _salvage_info(resolved, topic, exc)
     try:
         candidates = []
         for conn in (c for c in reader.connections if c.msgtype in (IMAGE, COMPRESSED)):
@@ -197,6 +270,11 @@ def inspect_bag(path: str | Path, topic: str | None = None) -> BagInfo:
         raise BagError(f'bag {path} cannot be read: {exc}') from exc
     finally:
         reader.close()
+    return BagInfo(resolved, _choose(path, candidates, topic), labelled)
+
+
+def _choose(path: Path, candidates: list[ImageTopic], topic: str | None) -> ImageTopic:
+    """The image topic to play: `topic`, or the only one; BagError naming the candidates."""
     chosen = [c for c in candidates if topic is None or c.name == topic]
     listing = '; '.join(map(str, candidates)) or 'none'
     if not chosen:
@@ -208,59 +286,69 @@ def inspect_bag(path: str | Path, topic: str | None = None) -> BagInfo:
         )
     if chosen[0].count == 0:
         raise BagError(f'image topic {chosen[0].name} of bag {path} is empty')
-    return BagInfo(resolved, chosen[0], labelled)
+    return chosen[0]
+
+
+def _raw_messages(path: Path, keep: Callable[[str, str], bool]) -> Iterator[tuple]:
+    """(topic, msgtype, log time ns, CDR bytes) of the topics `keep(topic, msgtype)` selects, in
+    time order; for an MCAP file rosbags cannot open (truncated, no summary), its readable part.
+    BagError if an intact-looking bag turns out cut short."""
+    resolved = resolve(path)
+    try:
+        reader = _open(resolved)
+    except BagError:
+        from .mcap_salvage import Salvage
+
+        found = _damaged_mcap(resolved)
+        if found is None:
+            raise
+        for m in Salvage(found[0]).messages():
+            if keep(m.topic, m.msgtype):
+                yield m.topic, m.msgtype, m.log_time_ns, m.data
+        return
+    try:
+        conns = [c for c in reader.connections if keep(c.topic, c.msgtype)]
+        n = 0
+        try:
+            for conn, t, raw in reader.messages(connections=conns):
+                yield conn.topic, conn.msgtype, t, bytes(raw)
+                n += 1
+        except Exception as exc:
+            raise BagError(
+                f'bag {path} is truncated or corrupt after {n} messages: {exc}'
+            ) from exc
+    finally:
+        reader.close()
+
+
+def _stamp_ns(msg: Any) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
 def read_frames(path: str | Path, topic: str | None = None) -> Iterator[BagFrame]:
     """Frames of the bag's image topic (`topic`, or the one inspect_bag() chooses) in time
-    order; BagError if the bag is cut short."""
-    topic = topic or inspect_bag(path).topic.name
-    reader = _open(Path(path))
-    try:
-        conns = [c for c in reader.connections if c.topic == topic]
-        if not conns:
-            raise BagError(f'bag {path} has no topic {topic}')
-        n = 0
-        try:
-            for conn, t, raw in reader.messages(connections=conns):
-                msg = reader.deserialize(raw, conn.msgtype)
-                stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-                yield BagFrame(conn.topic, conn.msgtype, t, stamp, bytes(raw))
-                n += 1
-        except BagError:
-            raise
-        except Exception as exc:
-            raise BagError(f'bag {path} is truncated or corrupt after {n} frames: {exc}') from exc
-    finally:
-        reader.close()
+    order; of a damaged MCAP, the readable ones (inspect_bag() says how many)."""
+    info = inspect_bag(path, topic)
+    store = typestore()
+    for name, msgtype, t, raw in _raw_messages(info.path, lambda n, _: n == info.topic.name):
+        stamp = _stamp_ns(store.deserialize_cdr(raw, msgtype))
+        yield BagFrame(name, msgtype, t, stamp, raw)
 
 
 def ground_truth(path: str | Path) -> dict[int, dict]:
     """stamp_ns -> {y, label, image_id, group_id} from the bag's /ground_truth topic."""
-    reader = _open(Path(path))
-    try:
-        conns = [c for c in reader.connections if c.msgtype == GROUND_TRUTH]
-        if not conns:
-            raise BagError(f'bag {path} has no {GROUND_TRUTH} topic: it cannot be scored')
-        truth = {}
-        try:
-            for conn, _, raw in reader.messages(connections=conns):
-                m = reader.deserialize(raw, conn.msgtype)
-                stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-                truth[stamp] = {
-                    'y': int(m.y),
-                    'label': m.label,
-                    'image_id': m.image_id,
-                    'group_id': m.group_id,
-                }
-        except Exception as exc:
-            raise BagError(
-                f'bag {path} is truncated or corrupt after {len(truth)} '
-                f'ground-truth messages: {exc}'
-            ) from exc
-        return truth
-    finally:
-        reader.close()
+    store, truth = typestore(), {}
+    for _, msgtype, _, raw in _raw_messages(Path(path), lambda _, t: t == GROUND_TRUTH):
+        m = store.deserialize_cdr(raw, msgtype)
+        truth[_stamp_ns(m)] = {
+            'y': int(m.y),
+            'label': m.label,
+            'image_id': m.image_id,
+            'group_id': m.group_id,
+        }
+    if not truth:
+        raise BagError(f'bag {path} has no {GROUND_TRUTH} messages: it cannot be scored')
+    return truth
 
 
 def labels_from_csv(

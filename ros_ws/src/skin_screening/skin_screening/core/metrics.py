@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -139,3 +140,42 @@ def mean_std(reports: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         else {'mean': math.nan, 'std': math.nan}  # e.g. epistemic with one head
         for k, v in values.items()
     }
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    groups: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95 % percentile interval of `statistic(indices)` over resamples of the n rows, drawn by
+    group when `groups` is given (all frames of a lesion or patient together)."""
+    rng = np.random.default_rng(seed)
+    if groups is None or not any(groups):
+        members = [np.array([i]) for i in range(n)]
+    else:
+        by_group: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            by_group.setdefault(g or f'row{i}', []).append(i)
+        members = [np.array(v) for v in by_group.values()]
+    values = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(members), len(members))
+        value = statistic(np.concatenate([members[i] for i in pick]))
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return math.nan, math.nan
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n (NaN for n = 0)."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -124,6 +124,8 @@ class BagPlayerNode(Node):
         self.bag = gp('bag').value
         self.info = inspect_bag(self.bag, gp('topic').value or None)
         self.total = self.info.topic.count
+        if self.info.damage:
+            self.get_logger().warning(f'{self.info.damage_note}: replaying those')
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         # CompressedImage frames go to image_raw/compressed (image_transport's name): the
         # inference node subscribes there with compressed:=true
@@ -290,7 +292,8 @@ class BagPlayerNode(Node):
         if gp('accounting').value:
             node = self._status.get('inference', {})
             counts = {
-                'bag_frames': self.total,
+                'bag_frames': self.total if self.info.expected is None else self.info.expected,
+                'bag_damage': self.info.damage_note,
                 'published': self.published,
                 'answered': self.answered,
                 'lost': self.lost,
