@@ -3,6 +3,7 @@
     uv run result.py                 # newest data/runs/*-main
     uv run result.py --run data/runs/20261122T101500Z-main
     uv run result.py --training data/runs/training/mobilenetv2-a0.5-...   # a training run
+    uv run result.py --session data/runs/<time>-wearable-int8   # the clinician's HTML report
 
 Writes into the run folder: precision_table.png (size, latency, throughput, F1, energy as
 FP32 = 1 ratios, like the paper's table), roc_pr.png, reliability.png, latency_cdf.png and
@@ -292,12 +293,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--run', type=Path, default=None, help='a data/runs/*-main folder')
     parser.add_argument('--training', type=Path, default=None, help='a training run folder')
+    parser.add_argument(
+        '--session',
+        type=Path,
+        default=None,
+        help='a recorder run folder: one self-contained HTML report for the clinician',
+    )
     args = parser.parse_args(argv)
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    if args.session:
+        from skin_screening.core.session_report import build_report
+
+        try:
+            print(build_report(args.session))
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 2
+        return 0
     if args.training:
         try:
             metrics = json.loads((args.training / 'metrics.json').read_text())

@@ -246,6 +246,7 @@ def _main(argv=None) -> int:
         return 2
     from skin_screening.core.bags import BagError, inspect_bag, labels_from_csv, write_bag
     from skin_screening.core.engines import EngineError, variant_path
+    from skin_screening.core.session_report import build_report
     from skin_screening.launching import ros_environment
     from skin_screening.replay import ReplayError, operational, replay, score_run
 
@@ -293,7 +294,9 @@ def _main(argv=None) -> int:
                 out / precision,
                 rate=args.rate,
                 env=env,
-                power={'source': args.power_source, 'sysfs_root': args.sysfs_root},
+                params={
+                    'power_monitor': {'source': args.power_source, 'sysfs_root': args.sysfs_root}
+                },
                 topic=info.topic.name,
                 compressed=info.compressed,
             )
@@ -307,6 +310,7 @@ def _main(argv=None) -> int:
                 row |= direct_scores(frames, args.model_dir, precision, args.backend)
             else:
                 row |= {'direct_f1': float('nan'), 'direct_recall': float('nan')}
+            row['report'] = str(build_report(run_dir))  # the session, for a clinician
             rows.append(row)
             if lost := incomplete(row):
                 print(f'error: frames lost in the replay, {lost}', file=sys.stderr)
@@ -322,6 +326,7 @@ def _main(argv=None) -> int:
         writer.writerows(rows)
     (print_table if 'f1' in rows[0] else print_operational)(rows)
     print(f'\nresults in {out} ({time.time() - start:.0f} s); plots: uv run result.py')
+    print('session reports (open in a browser): ' + ', '.join(r['report'] for r in rows))
     failed = [line for r in rows if (line := incomplete(r))]
     if failed:
         print(

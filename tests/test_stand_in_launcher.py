@@ -56,6 +56,7 @@ def test_string_arguments_stay_strings_and_reach_the_node_quoted(tmp_path):
     assert nodes['recorder'].params['run_name'] == '123'  # type="str": not the integer 123
     assert "run_name:='123'" in nodes['recorder'].argv()  # rcl reads '123' as a string
     assert nodes['bag_player'].params['topic'] == ''
+    assert "topic:=''" in nodes['bag_player'].argv()  # rcl refuses a bare `topic:=`
     assert nodes['bag_player'].params['rate'] == 2.0  # type="float": 2 -> 2.0
     with pytest.raises(LaunchError, match="bag_player.rate: 'fast' is not a float"):
         parse_launch(LAUNCH / 'replay.launch.xml', {'bag': str(tmp_path), 'rate': 'fast'})

@@ -9,7 +9,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 package_name = 'skin_screening'
-NODES = ['camera', 'inference', 'power_monitor', 'recorder', 'bag_player']
+NODES = ['camera', 'inference', 'power_monitor', 'recorder', 'bag_player', 'findings']
 
 
 def shipped_files():

@@ -157,7 +157,7 @@ class NodeSpec:
 def _ros_value(value: object) -> str:
     if isinstance(value, bool):
         return 'true' if value else 'false'
-    if isinstance(value, str) and _typed(value) != value:  # a string that reads as a number
+    if isinstance(value, str) and (value == '' or _typed(value) != value):  # '', '123', 'true'
         return yaml.safe_dump(value, default_style="'").strip()
     return str(value)
 

@@ -36,12 +36,14 @@ def replay(
     rate: float = 0.0,
     env: dict[str, str] | None = None,
     timeout_s: float = 900.0,
-    power: dict[str, object] | None = None,
+    params: dict[str, dict[str, object]] | None = None,
     topic: str = '',
     compressed: bool = False,
+    without: tuple[str, ...] = (),
 ) -> Path:
     """Replay `bag` through the replay launch file; returns the recorder's run directory.
-    `power` overrides power monitor parameters (`source`, `sysfs_root`)."""
+    `params` overrides node parameters ({'power_monitor': {'source': 'rapl'}}); the nodes named
+    in `without` are left out (e.g. 'findings', for a measurement without it)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     nodes = parse_launch(
         package_share() / 'launch' / 'replay.launch.xml',
@@ -57,13 +59,14 @@ def replay(
             'compressed': str(compressed).lower(),
         },
     )
+    nodes = [spec for spec in nodes if spec.name not in without]
     for spec in nodes:
         if spec.name == 'bag_player':
             spec.params['progress'] = False
             spec.params['publish_log'] = str(output_dir / 'published.csv')
             spec.params['accounting'] = str(output_dir / 'accounting.json')
-        if spec.name == 'power_monitor':
-            spec.params.update(power or {})
+            spec.params['diagnosis_subscribers'] -= 'findings' in without
+        spec.params.update((params or {}).get(spec.name, {}))
     logs = output_dir / 'logs'
     logs.mkdir(exist_ok=True)
     procs = start(nodes, env, logs)
@@ -92,7 +95,9 @@ def replay(
                 proc.kill()
     if player.returncode == 2:
         raise ReplayError(f'bag player could not open {bag}; see {logs / "bag_player.log"}')
-    runs = sorted(p for p in output_dir.iterdir() if p.is_dir() and p.name != 'logs')
+    runs = sorted(
+        p for p in output_dir.iterdir() if p.is_dir() and p.name not in ('logs', 'findings')
+    )
     if not runs:
         raise ReplayError(f'the recorder wrote nothing under {output_dir}')
     note = (logs / 'bag_player.log').read_text() if player.returncode else ''

@@ -92,14 +92,17 @@ def exit_with_replay(node: Any) -> None:
         node.create_subscription(Empty, REPLAY_END_TOPIC, stop, alert_qos())
 
 
-def alert_qos() -> Any:
-    """QoS of the `alert` topic, publishers and subscribers alike: the current alert is latched
-    (transient local, depth 1), so a subscriber that joins late (a downstream node started after
-    the alert was raised, a recorder whose discovery took seconds) still gets it."""
+def alert_qos(depth: int = 1) -> Any:
+    """QoS of the `alert` topic: the current alert is latched (reliable, transient local, depth 1
+    on the publisher), so a subscriber that joins late (a downstream node started after the
+    alert was raised, a recorder whose discovery took seconds) still gets it. A subscriber that
+    must see every change, not only the latest (recorder, findings), reads with a deeper queue
+    (`depth`): a raise and its clear arriving while it is busy would otherwise leave only the
+    clear."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     return QoSProfile(
-        depth=1,
+        depth=depth,
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     )

@@ -69,7 +69,7 @@ class RecorderNode(Node):
         qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Diagnosis, 'diagnosis', self._on_diagnosis, qos)
         # The inference node latches its current alert: this gets it even when matched late.
-        self.create_subscription(Alert, 'alert', self._on_alert, alert_qos())
+        self.create_subscription(Alert, 'alert', self._on_alert, alert_qos(depth=100))
         self.create_subscription(PowerSample, 'power', self._on_power, qos)
         self._diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._report)
