@@ -18,7 +18,7 @@ from skin_screening.core.engines import EngineError
 from skin_screening.core.frames import message_to_rgb, rgb_to_fields
 from skin_screening.core.model_card import ModelCard, ModelCardError, sha256_file
 from skin_screening.core.preprocess import FrameError
-from skin_screening.launching import dds_message_limit
+from skin_screening.launching import dds_message_limit, parse_launch
 from skin_screening.nodes.common import ReasonThrottle
 
 from tests.conftest import REPO
@@ -279,9 +279,15 @@ def test_run_py_stops_every_node_it_started(ros_env, tmp_path, signum):
     parent = psutil.Process(proc.pid)
 
     def nodes():
-        return [c for c in parent.children() if 'skin_screening.nodes' in ' '.join(c.cmdline())]
+        found = []
+        for child in parent.children():
+            with contextlib.suppress(psutil.Error):  # one that just ended is not a node
+                if 'skin_screening.nodes' in ' '.join(child.cmdline()):
+                    found.append(child)
+        return found
 
-    wait_for(lambda: len(nodes()) == 4, 120, 'the four replay nodes')
+    launched = len(parse_launch(REPO / 'launch' / 'replay.launch.xml', {'bag': str(tmp_path)}))
+    wait_for(lambda: len(nodes()) == launched, 120, f'the {launched} replay nodes')
     children = parent.children(recursive=True)
     os.kill(proc.pid, signum)
     try:

@@ -23,6 +23,7 @@ ROSDEP = {
     'scipy': 'python3-scipy',
     'sklearn': 'python3-sklearn',
     'tqdm': 'python3-tqdm',
+    'matplotlib': 'python3-matplotlib',
     'ament_index_python': 'ament_index_python',
 }
 NO_KEY = {

@@ -138,9 +138,18 @@ STYLE = """body{font-family:sans-serif;margin:1em;max-width:60em}img{max-width:1
 def build_report(run_dir: Path, findings: Path | None = None, out: Path | None = None) -> Path:
     """Write the session's report (default: <run_dir>/report.html) and return its path."""
     run_dir = Path(run_dir)
+    if not (run_dir / 'diagnoses.csv').is_file():
+        raise FileNotFoundError(f'{run_dir} holds no diagnoses.csv: not a recorder run folder')
     diagnoses = _rows(run_dir / 'diagnoses.csv')
-    if not diagnoses:
-        raise FileNotFoundError(f'{run_dir} holds no diagnoses.csv with rows: not a session')
+    if not diagnoses:  # every frame rejected, or none came: say so, do not fail
+        return _write(
+            out or run_dir / 'report.html',
+            _page(
+                'Skin screening session',
+                '<p>No frame was diagnosed in this session (see the '
+                "nodes' /diagnostics and logs: frames rejected or none received).</p>",
+            ),
+        )
     episodes = session_episodes(run_dir, findings)
     decisions = Counter(d['label'] for d in diagnoses)
     energy = [float(r['joules']) for r in _rows(run_dir / 'energy.csv') if r.get('joules')]
@@ -162,16 +171,28 @@ def build_report(run_dir: Path, findings: Path | None = None, out: Path | None =
     cards = ''.join(_card(i + 1, e, f) for i, (e, f) in enumerate(episodes)) or (
         '<p>No alert was raised in this session: no finding.</p>'
     )
-    page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>Skin screening session {summary["started"]}</title><style>{STYLE}</style>'
-        f'</head><body><h1>Skin screening session</h1><table class="summary">{rows}</table>'
+    body = (
+        f'<table class="summary">{rows}</table>'
         f'{_img(timeline_png(diagnoses, episodes), "image/png", "timeline")}'
         f'<h2>Findings, riskiest first</h2>{cards}'
+    )
+    return _write(
+        out or run_dir / 'report.html', _page(f'Skin screening session {summary["started"]}', body)
+    )
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>'
+        f'<h1>Skin screening session</h1>{body}'
         '<p class="note">Screening aid, not a diagnosis: every finding needs a clinician.</p>'
         '</body></html>'
     )
-    out = Path(out) if out else run_dir / 'report.html'
+
+
+def _write(out: Path, page: str) -> Path:
+    out = Path(out)
     out.write_text(page)
     return out

@@ -15,7 +15,7 @@ from collections import OrderedDict
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
@@ -103,7 +103,7 @@ class FindingsNode(Node):
         frames_qos = QoSProfile(depth=60, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.create_subscription(Image, 'image_raw', self._on_frame, frames_qos)
         # overlays come best effort (sensor data QoS), after their Diagnosis
-        self.create_subscription(Image, 'diagnosis/cam', self._on_cam, qos_profile_sensor_data)
+        self.create_subscription(Image, 'diagnosis/cam', self._on_cam, frames_qos)
         self.create_subscription(Diagnosis, 'diagnosis', self._on_diagnosis, reliable)
         self.create_subscription(Alert, 'alert', self._on_alert, alert_qos(depth=100))
         self.create_subscription(PowerSample, 'power', self._on_power, 10)
