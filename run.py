@@ -302,6 +302,7 @@ def _main(argv=None) -> int:
             )
             scored = info.labelled or truth is not None
             row = score_run(run_dir, bag, truth) if scored else operational(run_dir)
+            row |= {'precision': precision, 'backend': args.backend}  # also with 0 answered
             row['size_mb'] = (
                 variant_path(args.model_dir, precision, args.backend).stat().st_size / 1e6
             )

@@ -107,7 +107,8 @@ def run(bag: Path, extra: list[str], out: Path, env: dict) -> tuple[int, str, st
         cells = done.stdout.split('energy\n', 1)[1].splitlines()[0].split()
         row = f'{cells[2]} answered, {cells[3]} lost of {cells[1]}'
     lines = [x for x in done.stderr.splitlines() if x.startswith(('error', 'warning', 'fp32:'))]
-    message = ' / '.join(lines) or done.stdout.strip().splitlines()[-1]
+    said = [x for x in done.stdout.splitlines() if x.startswith(('no ground truth', 'replaying'))]
+    message = ' / '.join(lines) or said[-1]
     return done.returncode, row, message, seconds
 
 

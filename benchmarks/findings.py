@@ -126,7 +126,7 @@ def folder_bytes(root: Path) -> tuple[int, int]:
     return total, largest
 
 
-def soak(frames: int, bound_mb: float) -> dict:
+def soak(frames: int, bound_mb: float, rate: float) -> dict:
     from skin_screening.replay import operational, replay
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +150,7 @@ def soak(frames: int, bound_mb: float) -> dict:
             'int8',
             'onnxruntime',
             Path(tmp) / 'out',
-            rate=0.0,
+            rate=rate,
             env=env(),
             params={'findings': {'max_disk_mb': bound_mb}},
             timeout_s=3600,
@@ -159,7 +159,9 @@ def soak(frames: int, bound_mb: float) -> dict:
         watcher.join()
         row = operational(run)
         episodes = [json.loads(p.read_text()) for p in findings.glob('*/episode.json')]
+        records = [json.loads(p.read_text()) for p in findings.glob('*/[0-9]*.json')]
         result = {
+            'rate': 'as fast as answered' if rate == 0 else f'{rate} x recorded (30 Hz)',
             'frames': row['frames'],
             'answered': row['answered'],
             'alerts_raised': row['alerts_raised'],
@@ -170,6 +172,8 @@ def soak(frames: int, bound_mb: float) -> dict:
             'largest_file_kb': round(largest[0] / 1e3, 1),
             'final_mb': round(folder_bytes(findings)[0] / 1e6, 3),
             'images_dropped': sum(e['dropped'] for e in episodes),
+            'kept_frames': sum(len(e['kept']) for e in episodes),
+            'kept_frames_received_by_findings': sum(r['has_frame'] for r in records),
         }
     print(json.dumps(result, indent=2))
     assert result['final_mb'] <= bound_mb, 'disk bound exceeded'
@@ -226,13 +230,20 @@ def main() -> int:
     parser.add_argument('what', choices=['sample', 'soak', 'latency'])
     parser.add_argument('--frames', type=int, default=None)
     parser.add_argument('--bound-mb', type=float, default=2.0)
+    parser.add_argument(
+        '--rate',
+        type=float,
+        default=1.0,
+        help="soak: 1 = the camera's 30 Hz, 0 = as fast as answered",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.what == 'sample':
         sample()
     elif args.what == 'soak':
-        result = soak(args.frames or 10_000, args.bound_mb)
-        (OUT / 'soak.json').write_text(json.dumps(result, indent=2))
+        result = soak(args.frames or 10_000, args.bound_mb, args.rate)
+        name = 'soak.json' if args.rate else 'soak_max_rate.json'
+        (OUT / name).write_text(json.dumps(result, indent=2))
     else:
         result = latency(args.frames or 600)
         (OUT / 'latency.json').write_text(json.dumps(result, indent=2))
