@@ -65,7 +65,10 @@ def replay(
             spec.params['progress'] = False
             spec.params['publish_log'] = str(output_dir / 'published.csv')
             spec.params['accounting'] = str(output_dir / 'accounting.json')
-            spec.params['diagnosis_subscribers'] -= 'findings' in without
+            if 'findings' in without:  # one subscriber of diagnosis fewer to wait for
+                spec.params['diagnosis_subscribers'] = (
+                    spec.all_params()['diagnosis_subscribers'] - 1
+                )
         spec.params.update((params or {}).get(spec.name, {}))
     logs = output_dir / 'logs'
     logs.mkdir(exist_ok=True)

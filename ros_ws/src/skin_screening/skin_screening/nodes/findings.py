@@ -87,7 +87,6 @@ class FindingsNode(Node):
             ),
         )
         gp = self.get_parameter
-        os.nice(gp('nice').value)
         self.store = FindingsStore(
             f'{gp("output_dir").value}/findings',
             int(gp('max_disk_mb').value * 1e6),
@@ -210,7 +209,12 @@ class FindingsNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(FindingsNode, args)
+    def factory() -> FindingsNode:
+        node = FindingsNode()
+        os.nice(node.get_parameter('nice').value)  # the process, not a node made in a test
+        return node
+
+    run_node(factory, args)
 
 
 if __name__ == '__main__':
