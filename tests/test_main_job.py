@@ -173,3 +173,13 @@ def test_images_of_lesions_the_model_was_trained_on_are_refused(ham, tmp_path, r
     )
     assert result.returncode == 1, result.stderr[-2000:]
     assert 'show lesions the model was trained on; pass --heldout-only' in result.stderr
+
+
+def test_main_job_ends_with_the_path_of_each_replay_session_report(main_job):
+    _, result, run = main_job
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith('session reports (open in a browser): ')
+    reports = [Path(p) for p in line.split(': ', 1)[1].split(', ')]
+    assert len(reports) == 2 and all(p.is_file() for p in reports)
+    assert all(Path(p).parent.parent.parent == run for p in reports)
+    assert 'Skin screening session' in reports[0].read_text()

@@ -22,6 +22,12 @@ from .core.metrics import binary_report
 from .core.postprocess import LABELS, REFER
 from .launching import package_share, parse_launch, start
 
+# Who the bag player waits for (its parameter -> the replay nodes counted in it).
+LISTENERS = {
+    'diagnosis_subscribers': ('recorder', 'findings'),
+    'end_subscribers': ('inference', 'power_monitor', 'recorder', 'findings'),
+}
+
 
 class ReplayError(RuntimeError):
     pass
@@ -65,10 +71,8 @@ def replay(
             spec.params['progress'] = False
             spec.params['publish_log'] = str(output_dir / 'published.csv')
             spec.params['accounting'] = str(output_dir / 'accounting.json')
-            if 'findings' in without:  # one subscriber of diagnosis fewer to wait for
-                spec.params['diagnosis_subscribers'] = (
-                    spec.all_params()['diagnosis_subscribers'] - 1
-                )
+            for name, listeners in LISTENERS.items():  # fewer to wait for: nodes left out
+                spec.params[name] = spec.all_params()[name] - len(set(listeners) & set(without))
         spec.params.update((params or {}).get(spec.name, {}))
     logs = output_dir / 'logs'
     logs.mkdir(exist_ok=True)

@@ -102,6 +102,16 @@ class BagPlayerNode(Node):
                 int_range=(1, 100),
             ),
         )
+        p(
+            'end_subscribers',
+            0,
+            descriptor(
+                'Nodes (exit_with_replay) to tell of the end of the replay: the announcement '
+                'waits until that many have matched (up to 10 s).',
+                read_only=True,
+                int_range=(0, 100),
+            ),
+        )
         p('progress', True, descriptor('Progress bar on stderr.', read_only=True))
         p(
             'publish_log',
@@ -269,6 +279,12 @@ class BagPlayerNode(Node):
 
         if not self.context.ok():
             return  # shutting down (Ctrl-C): the nodes are stopping anyway
+        wanted = self.get_parameter('end_subscribers').value
+        if not self._wait(lambda: self._end_pub.get_subscription_count() >= wanted, 10.0):
+            self.get_logger().warning(
+                f'only {self._end_pub.get_subscription_count()} of {wanted} nodes listen for '
+                'the end of the replay: the others must be stopped'
+            )
         try:
             self._end_pub.publish(Empty())
             self._end_pub.wait_for_all_acked(Duration(seconds=5.0))
