@@ -47,9 +47,8 @@ import rclpy.executors  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from skin_screening.core.classifier import Classifier  # noqa: E402
-from skin_screening.core.frames import rgb_to_fields  # noqa: E402
+from skin_screening.core.frames import rgb_to_fields, stamp_to_ns  # noqa: E402
 from skin_screening.core.preprocess import load_rgb  # noqa: E402
-from skin_screening.nodes.common import stamp_to_ns  # noqa: E402
 from skin_screening_msgs.msg import Diagnosis  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 

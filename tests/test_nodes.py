@@ -9,9 +9,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from skin_screening.core.classifier import Classifier
-from skin_screening.core.frames import rgb_to_fields
+from skin_screening.core.frames import rgb_to_fields, stamp_to_ns
 from skin_screening.core.model_card import ModelCard
-from skin_screening.nodes.common import stamp_to_ns
 from skin_screening_msgs.msg import Alert, Diagnosis
 
 from tests.conftest import SAMPLES

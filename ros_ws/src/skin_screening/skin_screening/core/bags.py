@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .frames import rgb_to_fields, rgb_to_jpeg
+from .frames import rgb_to_fields, rgb_to_jpeg, stamp_to_ns
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -199,6 +199,11 @@ class BagInfo:
         return f'bag damaged ({self.damage}): {self.topic.count}{of} frames readable'
 
 
+def _encoding(msg: Any) -> str:
+    """Image.encoding, or CompressedImage.format."""
+    return getattr(msg, 'encoding', '') or msg.format
+
+
 def _damaged_mcap(resolved: Path) -> tuple[Path, dict[str, int]] | None:
     """(the .mcap file, {topic: message count from metadata.yaml}) when `resolved` is an MCAP
     bag, for the salvage of a file rosbags cannot open."""
@@ -239,11 +244,12 @@ def _salvage_info(resolved: Path, topic: str | None, error: BagError) -> BagInfo
     if not firsts:
         raise BagError(f'{error}; its readable part holds no image ({salvage.damage})')
     store = typestore()
-    candidates = []
-    for name, first in firsts.items():
-        msg = store.deserialize_cdr(first.data, first.msgtype)
-        encoding = getattr(msg, 'encoding', '') or msg.format
-        candidates.append(ImageTopic(name, first.msgtype, encoding, counts[name]))
+    candidates = [
+        ImageTopic(
+            name, m.msgtype, _encoding(store.deserialize_cdr(m.data, m.msgtype)), counts[name]
+        )
+        for name, m in firsts.items()
+    ]
     chosen = _choose(resolved, candidates, topic)
     labelled = GROUND_TRUTH in salvage.schemas.values()
     damage = salvage.damage or 'no summary'
@@ -262,8 +268,7 @@ def inspect_bag(path: str | Path, topic: str | None = None) -> BagInfo:
         candidates = []
         for conn in (c for c in reader.connections if c.msgtype in (IMAGE, COMPRESSED)):
             first = next(reader.messages(connections=[conn]), None)
-            msg = reader.deserialize(first[2], conn.msgtype) if first else None
-            encoding = '' if msg is None else getattr(msg, 'encoding', '') or msg.format
+            encoding = _encoding(reader.deserialize(first[2], conn.msgtype)) if first else ''
             candidates.append(ImageTopic(conn.topic, conn.msgtype, encoding, int(conn.msgcount)))
         labelled = any(c.msgtype == GROUND_TRUTH for c in reader.connections)
     except Exception as exc:
@@ -321,17 +326,17 @@ def _raw_messages(path: Path, keep: Callable[[str, str], bool]) -> Iterator[tupl
         reader.close()
 
 
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-
-
 def read_frames(path: str | Path, topic: str | None = None) -> Iterator[BagFrame]:
     """Frames of the bag's image topic (`topic`, or the one inspect_bag() chooses) in time
     order; of a damaged MCAP, the readable ones (inspect_bag() says how many)."""
-    info = inspect_bag(path, topic)
+    return frames_of(inspect_bag(path, topic))
+
+
+def frames_of(info: BagInfo) -> Iterator[BagFrame]:
+    """read_frames() for a bag inspect_bag() has already checked."""
     store = typestore()
     for name, msgtype, t, raw in _raw_messages(info.path, lambda n, _: n == info.topic.name):
-        stamp = _stamp_ns(store.deserialize_cdr(raw, msgtype))
+        stamp = stamp_to_ns(store.deserialize_cdr(raw, msgtype).header.stamp)
         yield BagFrame(name, msgtype, t, stamp, raw)
 
 
@@ -340,7 +345,7 @@ def ground_truth(path: str | Path) -> dict[int, dict]:
     store, truth = typestore(), {}
     for _, msgtype, _, raw in _raw_messages(Path(path), lambda _, t: t == GROUND_TRUTH):
         m = store.deserialize_cdr(raw, msgtype)
-        truth[_stamp_ns(m)] = {
+        truth[stamp_to_ns(m.header.stamp)] = {
             'y': int(m.y),
             'label': m.label,
             'image_id': m.image_id,

@@ -16,6 +16,11 @@ from .preprocess import FrameError, check_frame
 GREY_PREFIXES = ('mono', 'bayer', '8UC1', '16UC1', '32FC1')
 
 
+def stamp_to_ns(stamp: Any) -> int:
+    """A builtin_interfaces/Time (rclpy or rosbags message) in nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def _decode_compressed(msg: Any) -> np.ndarray:
     import cv2
 

@@ -31,8 +31,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from skin_screening_msgs.msg import Diagnosis
 from std_msgs.msg import Empty
 
-from ..core.bags import BagError, inspect_bag, read_frames
-from .common import REPLAY_END_TOPIC, alert_qos, descriptor, init_ros, stamp_to_ns
+from ..core.bags import BagError, frames_of, inspect_bag
+from ..core.frames import stamp_to_ns
+from .common import REPLAY_END_TOPIC, alert_qos, descriptor, init_ros
 
 
 class BagPlayerNode(Node):
@@ -232,7 +233,7 @@ class BagPlayerNode(Node):
             bar = tqdm(total=self.total, desc='replay', unit='frame', file=sys.stderr)
         first_log = start = None
         try:
-            for frame in read_frames(self.info.path, self.info.topic.name):
+            for frame in frames_of(self.info):
                 if rate > 0:
                     first_log = first_log if first_log is not None else frame.log_time_ns
                     start = start if start is not None else time.monotonic()

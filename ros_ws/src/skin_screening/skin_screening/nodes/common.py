@@ -1,4 +1,4 @@
-"""What every node shares: message <-> dict conversion, stamps, parameter descriptors, main()."""
+"""What every node shares: message <-> dict conversion, parameter descriptors, QoS, main()."""
 
 from __future__ import annotations
 
@@ -106,10 +106,6 @@ def alert_qos(depth: int = 1) -> Any:
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     )
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def nan_if_none(value: float | None) -> float:

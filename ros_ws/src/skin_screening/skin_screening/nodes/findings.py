@@ -20,8 +20,8 @@ from sensor_msgs.msg import Image
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
 from ..core.findings import FindingsStore
-from ..core.frames import FrameError, message_to_rgb
-from .common import alert_qos, descriptor, diagnostics, exit_with_replay, run_node, stamp_to_ns
+from ..core.frames import FrameError, message_to_rgb, stamp_to_ns
+from .common import alert_qos, descriptor, diagnostics, exit_with_replay, run_node
 
 
 class Recent(OrderedDict):

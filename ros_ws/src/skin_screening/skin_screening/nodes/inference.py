@@ -28,7 +28,7 @@ from ..core.alerts import AlertRule, AlertWindow
 from ..core.classifier import Classifier
 from ..core.engines import EngineError
 from ..core.explain import overlay
-from ..core.frames import message_to_rgb, rgb_to_fields
+from ..core.frames import message_to_rgb, rgb_to_fields, stamp_to_ns
 from ..core.model_card import ModelCardError
 from ..core.postprocess import LABELS, DecisionRule, NonFiniteOutput
 from ..core.precision import Backend, Precision, parse_backend, parse_precision
@@ -42,7 +42,6 @@ from .common import (
     exit_with_replay,
     nan_if_none,
     run_node,
-    stamp_to_ns,
 )
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR

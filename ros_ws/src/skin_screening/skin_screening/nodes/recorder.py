@@ -14,6 +14,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
+from ..core.frames import stamp_to_ns
 from ..core.recording import RecordingError, SessionRecorder, new_run_dir
 from .common import (
     alert_qos,
@@ -21,7 +22,6 @@ from .common import (
     diagnostics,
     exit_with_replay,
     run_node,
-    stamp_to_ns,
 )
 
 
