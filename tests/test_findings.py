@@ -184,3 +184,26 @@ def test_the_readme_consumer_gets_the_current_alert_when_it_starts_late(ros_env,
         finally:
             stop(proc)
     assert 'p=0.81 over 15 frames (raised)' in log.read_text()
+
+
+def test_a_wrong_session_folder_is_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    def session(folder):
+        done = subprocess.run(
+            [sys.executable, str(REPO / 'result.py'), '--session', str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return done.returncode, done.stderr.strip()
+
+    assert session(tmp_path / 'nope') == (
+        2,
+        f'error: {tmp_path / "nope"} holds no diagnoses.csv: not a recorder run folder',
+    )
+    (tmp_path / 'diagnoses.csv').write_text('x\n1\n')  # not the recorder's file
+    code, error = session(tmp_path)
+    assert code == 2 and "is not the recorder's (missing columns:" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / 'report.html').exists()

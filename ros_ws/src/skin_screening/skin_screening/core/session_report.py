@@ -138,9 +138,16 @@ STYLE = """body{font-family:sans-serif;margin:1em;max-width:60em}img{max-width:1
 def build_report(run_dir: Path, findings: Path | None = None, out: Path | None = None) -> Path:
     """Write the session's report (default: <run_dir>/report.html) and return its path."""
     run_dir = Path(run_dir)
-    if not (run_dir / 'diagnoses.csv').is_file():
+    from .recording import DIAGNOSIS_FIELDS
+
+    path = run_dir / 'diagnoses.csv'
+    if not path.is_file():
         raise FileNotFoundError(f'{run_dir} holds no diagnoses.csv: not a recorder run folder')
-    diagnoses = _rows(run_dir / 'diagnoses.csv')
+    with path.open() as f:
+        missing = set(DIAGNOSIS_FIELDS) - set(csv.DictReader(f).fieldnames or ())
+    if missing:
+        raise ValueError(f"{path} is not the recorder's (missing columns: {sorted(missing)})")
+    diagnoses = _rows(path)
     if not diagnoses:  # every frame rejected, or none came: say so, do not fail
         return _write(
             out or run_dir / 'report.html',
