@@ -20,7 +20,7 @@ def test_an_episode_keeps_its_most_probable_frames(tmp_path):
     store.start(100, 1, 'suspicious')
     for stamp, p in [(101, 0.7), (102, 0.9), (103, 0.6), (104, 0.95)]:
         store.offer(stamp, p, {'probability': p}, JPEG)
-    assert store.attach_cam(104, JPEG) and not store.attach_cam(101, JPEG)  # 101 was dropped
+    assert store.attach(104, '.cam.jpg', JPEG) and not store.attach(101, '.cam.jpg', JPEG)
     episode = store.end(105)
     assert episode.kept == {102: 0.9, 104: 0.95} and episode.frames_seen == 4
     assert sorted(p.name for p in episode.folder.iterdir()) == [
@@ -33,6 +33,17 @@ def test_an_episode_keeps_its_most_probable_frames(tmp_path):
     ]
     summary = json.loads((episode.folder / 'episode.json').read_text())
     assert summary['max_probability'] == 0.95 and summary['end_ns'] == 105
+
+
+def test_frames_after_the_clear_are_not_the_episodes_evidence(tmp_path):
+    """Topics are not ordered: a Diagnosis stamped after the clearing alert may be processed
+    before it."""
+    store = FindingsStore(tmp_path, max_bytes=10**6)
+    store.start(100, 1, '')
+    store.offer(101, 0.9, {}, JPEG)
+    store.offer(110, 0.2, {}, JPEG)
+    episode = store.end(105)
+    assert episode.kept == {101: 0.9} and not (episode.folder / '110.jpg').exists()
 
 
 def test_the_disk_bound_drops_old_low_risk_images_first_never_the_one_written(tmp_path):

@@ -85,8 +85,12 @@ class FindingsStore:
         return self.open
 
     def end(self, stamp_ns: int) -> Episode | None:
+        """Close the open episode at the clearing alert's stamp: frames after it that were
+        offered before the clear was processed (topics are not ordered) are not its evidence."""
         episode, self.open = self.open, None
         if episode is not None:
+            for late in [s for s in episode.kept if s > stamp_ns]:
+                self._remove_frame(episode, late)
             episode.end_ns = stamp_ns
             self._write_summary(episode)
             self.closed.append(episode)
@@ -134,13 +138,19 @@ class FindingsStore:
                 return episode
         return None
 
-    def attach_cam(self, stamp_ns: int, cam_jpeg: bytes) -> bool:
-        """The CAM overlay of a kept frame, when it arrives after the frame's Diagnosis."""
+    def attach(self, stamp_ns: int, suffix: str, jpeg: bytes) -> bool:
+        """The image ('.jpg') or CAM overlay ('.cam.jpg') of a kept frame that arrives after the
+        frame's Diagnosis; the frame's record then says it has its image."""
         episode = self.holding(stamp_ns)
         if episode is None:
             return False
-        self._bound(incoming=len(cam_jpeg) + SUMMARY_SLACK)
-        self._write(episode.folder / f'{stamp_ns}.cam.jpg', cam_jpeg)
+        self._bound(incoming=len(jpeg) + SUMMARY_SLACK)
+        self._write(episode.folder / f'{stamp_ns}{suffix}', jpeg)
+        record = episode.folder / f'{stamp_ns}.json'
+        if suffix == '.jpg' and record.is_file():
+            self._write(
+                record, json.dumps(json.loads(record.read_text()) | {'has_frame': True}).encode()
+            )
         return True
 
     # -- disk ---------------------------------------------------------------------------------

@@ -94,7 +94,6 @@ class FindingsNode(Node):
         )
         size = gp('buffer_frames').value
         self._frames, self._cams, self._diagnoses = Recent(size), Recent(size), Recent(size)
-        self._waiting = Recent(size)  # kept-worthy diagnoses whose frame has not arrived yet
         self._power: float | None = None
         self._quality = gp('jpeg_quality').value
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -113,15 +112,17 @@ class FindingsNode(Node):
     def _on_frame(self, msg: Image) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
         self._frames.add(stamp, msg)
-        if stamp in self._waiting:
-            self._offer(self._waiting.pop(stamp))
+        if self.store.holding(stamp):  # kept from its Diagnosis, which came first
+            jpeg = self._jpeg(msg)
+            if jpeg is not None:
+                self.store.attach(stamp, '.jpg', jpeg)
 
     def _on_cam(self, msg: Image) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
         self._cams.add(stamp, msg)
         jpeg = self._jpeg(msg) if self.store.holding(stamp) else None
         if jpeg is not None:
-            self.store.attach_cam(stamp, jpeg)
+            self.store.attach(stamp, '.cam.jpg', jpeg)
 
     def _on_power(self, msg: PowerSample) -> None:
         self._power = float(msg.total_watts)
@@ -138,10 +139,11 @@ class FindingsNode(Node):
             return
         fresh = self.store.open is None
         self.store.start(stamp, msg.level, msg.text)
-        if fresh:  # the frames that raised it came before the alert: offer them too
-            for d_stamp in list(self._diagnoses)[-int(msg.frames) :]:
-                if d_stamp <= stamp:
-                    self._offer(self._diagnoses[d_stamp])
+        if fresh:  # the frames that raised it, and any processed before the alert was
+            stamps = list(self._diagnoses)
+            window = [s for s in stamps if s <= stamp][-int(msg.frames) :]
+            for d_stamp in window + [s for s in stamps if s > stamp]:
+                self._offer(self._diagnoses[d_stamp])
 
     def _on_diagnosis(self, msg: Diagnosis) -> None:
         self._diagnoses.add(stamp_to_ns(msg.header.stamp), msg)
@@ -160,10 +162,6 @@ class FindingsNode(Node):
 
     def _offer(self, d: Diagnosis) -> None:
         stamp = stamp_to_ns(d.header.stamp)
-        if stamp not in self._frames and stamp not in self._waiting:
-            self._waiting.add(stamp, d)  # its frame is still on its way (or lost: see close())
-            return
-        self._waiting.pop(stamp, None)
         record = {
             'stamp_ns': stamp,
             'frame_id': d.header.frame_id,
@@ -201,9 +199,6 @@ class FindingsNode(Node):
         )
 
     def close(self) -> None:
-        for d in list(self._waiting.values()):  # frames that never came: the numbers alone
-            self._frames.setdefault(stamp_to_ns(d.header.stamp), None)
-            self._offer(d)
         if self.store.open is not None:  # an episode still open at the end of the session
             self.store.end(max(self._diagnoses, default=self.store.open.start_ns))
 
