@@ -7,7 +7,8 @@
 
 Writes into the run folder: precision_table.png (size, latency, throughput, F1, energy as
 FP32 = 1 ratios, like the paper's table), roc_pr.png, reliability.png, latency_cdf.png and
-power.png (the power trace with inference windows, or a note where power was not measured).
+power.png (the power trace with inference windows, or a note where power was not measured),
+operating_points.png (recall, specificity, F1 per precision at each operating point, with CIs).
 For a training run: uncertainty.png (ECE before/after calibration per fold; F1 and sensitivity
 of the non-referred frames vs coverage for each uncertainty score, mean over folds).
 """
@@ -289,6 +290,37 @@ def plot_uncertainty(metrics: dict, out: Path, plt) -> Path:
     return path
 
 
+def plot_points(points: list[dict], out: Path, plt) -> Path:
+    """Recall, specificity and F1 per precision at each operating point, with the 95 % lesion-
+    bootstrap intervals (the frames the gate judged)."""
+    names = list(dict.fromkeys(r['operating_point'] for r in points))
+    precisions = list(dict.fromkeys(r['precision'] for r in points))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    width = 0.8 / len(precisions)
+    for ax, key in zip(axes, ('recall', 'specificity', 'f1')):
+        for j, precision in enumerate(precisions):
+            rows = [
+                next(r for r in points if (r['precision'], r['operating_point']) == (precision, n))
+                for n in names
+            ]
+            value = np.array([r[key] for r in rows])
+            ci = np.array([r[f'{key}_ci'] for r in rows], float).T
+            x = np.arange(len(names)) + (j - (len(precisions) - 1) / 2) * width
+            ax.bar(x, value, width, color=COLOURS.get(precision.split('/')[0]), label=precision)
+            ax.errorbar(
+                x, value, yerr=[value - ci[0], ci[1] - value], fmt='none', ecolor='k', lw=1
+            )
+        ax.set_xticks(np.arange(len(names)), names)
+        ax.set_title(key)
+        ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=8, loc='lower left')
+    fig.suptitle('each precision at each operating point (95 % lesion-bootstrap intervals)')
+    fig.tight_layout()
+    path = out / 'operating_points.png'
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--run', type=Path, default=None, help='a data/runs/*-main folder')
@@ -325,7 +357,8 @@ def main(argv=None) -> int:
 
     try:
         run = args.run or newest_run(REPO / 'data' / 'runs')
-        rows = json.loads((run / 'results.json').read_text())['rows']
+        results = json.loads((run / 'results.json').read_text())
+        rows = results['rows']
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
@@ -343,6 +376,8 @@ def main(argv=None) -> int:
         plot(rows, run, plt)
         plt.close('all')
         print(run / f'{name}.png')
+    if results.get('operating_points'):
+        print(plot_points(results['operating_points'], run, plt))
     return 0
 
 

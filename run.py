@@ -2,6 +2,7 @@
 
     uv run run.py                   # embedded default: data/samples + data/models/mobilenetv2-a0.5
     uv run run.py --data ../shared/datasets/ham10000 --format ham10000 --heldout-only
+    uv run run.py --data ../shared/datasets/pad_ufes_20 --format pad_ufes_20   # clinical photos
     uv run run.py --bag my_recording --precisions int8
 
 For each precision it replays the SAME bag through the SAME nodes (launch/replay.launch.xml),
@@ -35,9 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--model-dir', type=Path, default=DEFAULT_MODEL)
     p.add_argument('--data', type=Path, default=DEFAULT_DATA, help='labelled dataset folder')
-    p.add_argument('--format', default='csv', choices=['csv', 'ham10000', 'folder'])
+    p.add_argument('--format', default='csv', choices=['csv', 'ham10000', 'pad_ufes_20', 'folder'])
     p.add_argument(
-        '--mapping', default='ham10000', help='binary label mapping (training/mappings)'
+        '--mapping',
+        default=None,
+        help='binary label mapping (training/mappings; default: pad_ufes_20 for that format, '
+        'ham10000 otherwise)',
     )
     p.add_argument(
         '--heldout-only',
@@ -105,7 +109,8 @@ def evaluation_frames(args, card_dir: Path):
             format=args.format,
             root=str(args.data),
             csv=str(args.data / 'labels.csv') if args.format == 'csv' else None,
-            mapping=args.mapping,
+            mapping=args.mapping
+            or ('pad_ufes_20' if args.format == 'pad_ufes_20' else 'ham10000'),
         )
     )
     trained = training_groups(card_dir)
@@ -138,17 +143,43 @@ def direct_scores(frames, model_dir: Path, precision: str, backend: str) -> dict
     import numpy as np
     from skin_screening.core.classifier import Classifier
     from skin_screening.core.metrics import binary_report
+    from skin_screening.core.postprocess import UNASSESSABLE
 
     clf = Classifier(model_dir, precision, backend)
-    probs = np.concatenate(
-        [
-            clf.classify([f.rgb for f in frames[i : i + 16]])[0].probability
-            for i in range(0, len(frames), 16)
-        ]
-    )
-    report = binary_report(np.array([f.y for f in frames]), probs, clf.rule.threshold)
+    scores = [
+        clf.classify([f.rgb for f in frames[i : i + 16]])[0] for i in range(0, len(frames), 16)
+    ]
+    probs = np.concatenate([s.probability for s in scores])
+    judged = np.concatenate([s.decision for s in scores]) != UNASSESSABLE
+    y = np.array([f.y for f in frames])
+    report = binary_report(y[judged], probs[judged], clf.rule.threshold)
     clf.close()
     return {'direct_f1': report['f1'], 'direct_recall': report['recall']}
+
+
+def operating_point_table(rows: list[dict], model_dir: Path) -> list[dict]:
+    """Every precision at every operating point of the card, from the recorded diagnoses
+    (each variant's probabilities are calibrated through its own engine, so the points'
+    thresholds apply to all): figures with lesion-bootstrap CIs, paired recall vs FP32."""
+    from skin_screening.core.model_card import ModelCard
+    from skin_screening.core.operating_points import precision_table
+    from skin_screening.core.postprocess import UNASSESSABLE
+
+    points = ModelCard.load(model_dir).operating_points.get('points', {})
+    results = {}
+    for row in rows:
+        with (Path(row['run_dir']) / 'scored.csv').open(newline='') as f:
+            frames = list(csv.DictReader(f))
+        results[row['precision']] = {
+            'y': [int(r['y']) for r in frames],
+            'probability': [float(r['probability']) for r in frames],
+            'assessed': [int(r['decision']) != UNASSESSABLE for r in frames],
+            'groups': [r['group_id'] or r['stamp_ns'] for r in frames],
+            'key': [r['stamp_ns'] for r in frames],
+            'labels': [r.get('label', '') for r in frames],
+        }
+    thresholds = {name: point['threshold'] for name, point in points.items()}
+    return precision_table(results, thresholds) if thresholds else []
 
 
 def ensure_variants(model_dir: Path, precisions: list[str], backend: str) -> None:
@@ -171,7 +202,7 @@ def print_table(rows: list[dict]) -> None:
     print(
         f'\n{"precision":<9} {"backend":<11} {"size MB":>7} {"size×":>6} {"latency ms":>10} '
         f'{"engine ms":>9} {"fps":>6} {"F1":>6} {"F1 no-ROS":>9} {"recall":>6} {"ppv":>6} '
-        f'{"lost":>4}  energy'
+        f'{"unass.":>6} {"lost":>4}  energy'
     )
     for r in rows:
         energy = energy_text(r)
@@ -180,11 +211,13 @@ def print_table(rows: list[dict]) -> None:
             f'{r["size_ratio"]:>6.2f} {r["latency_median_ms"]:>10.2f} '
             f'{r["inference_median_ms"]:>9.2f} {r["throughput_fps"]:>6.1f} {r["f1"]:>6.3f} '
             f'{r["direct_f1"]:>9.3f} {r["recall"]:>6.3f} {r["ppv"]:>6.3f} '
-            f'{r["unanswered"]:>4}  {energy}'
+            f'{r["unassessable"]:>6} {r["unanswered"]:>4}  {energy}'
         )
     print(
         'size× = file size / FP32 file; latency = player publish -> recorder receipt (median); '
-        'F1 no-ROS = the same engine on the same frames without the nodes (must equal F1)'
+        'F1 no-ROS = the same engine on the same frames without the nodes (must equal F1); '
+        f'figures at the operating point {rows[0].get("operating_point", "")!r} on the frames '
+        'the gate judged (unass. = unassessable)'
     )
 
 
@@ -318,14 +351,27 @@ def _main(argv=None) -> int:
     except (BagError, EngineError, ReplayError, FileNotFoundError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
+    points = operating_point_table(rows, args.model_dir) if 'f1' in rows[0] else []
     (out / 'results.json').write_text(
-        json.dumps({'bag': str(bag), 'model_dir': str(args.model_dir), 'rows': rows}, indent=2)
+        json.dumps(
+            {
+                'bag': str(bag),
+                'model_dir': str(args.model_dir),
+                'rows': rows,
+                'operating_points': points,
+            },
+            indent=2,
+        )
     )
     with (out / 'results.csv').open('w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (print_table if 'f1' in rows[0] else print_operational)(rows)
+    if points:
+        from training.evaluate import print_points
+
+        print_points(points)
     print(f'\nresults in {out} ({time.time() - start:.0f} s); plots: uv run result.py')
     print('session reports (open in a browser): ' + ', '.join(r['report'] for r in rows))
     failed = [line for r in rows if (line := incomplete(r))]

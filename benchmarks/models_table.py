@@ -21,11 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from skin_screening.core.classifier import Classifier  # noqa: E402
-from skin_screening.core.preprocess import load_rgb, prepare_batch  # noqa: E402
+from skin_screening.core.preprocess import load_rgb, resize  # noqa: E402
 
 from training.complexity import complexity  # noqa: E402
 from training.evaluate import engine_call, evaluate_variants, interleaved_ms  # noqa: E402
@@ -81,8 +83,8 @@ def interleaved_latency(works: list[Path], threads: int, rounds: int) -> list[di
         calls = {}
         for (i, p), clf in clfs.items():
             views = clf.rule.views
-            batch = prepare_batch(frames[:1], clf.card.preprocessing, views)
-            calls[(i, p)] = engine_call(clf, batch, views)
+            crops = np.stack([resize(f, clf.card.preprocessing) for f in frames[:1]])
+            calls[(i, p)] = engine_call(clf, crops, views)
         times = interleaved_ms(calls, rounds, block=10)
     finally:
         for clf in clfs.values():

@@ -61,8 +61,8 @@ def frames(count: int = 32, small: bool = False) -> list[np.ndarray]:
     return [load_rgb(p) for p in sorted(folder.glob('*.jpg'))[:count]]
 
 
-def bare_engine_ms(images, precision: str, threads: int, repeats: int = 200) -> float:
-    clf = Classifier(MODEL, precision, threads=threads)
+def bare_engine_ms(model, images, precision: str, threads: int, repeats: int = 200) -> float:
+    clf = Classifier(model, precision, threads=threads)
     times = []
     for i in range(repeats):
         start = time.perf_counter()
@@ -112,12 +112,12 @@ class Load:
         return np.array([(self.got[s] - s) / 1e6 for s in self.sent if s in self.got])
 
 
-def start_node(precision: str, threads: int, **extra) -> subprocess.Popen:
+def start_node(model, precision: str, threads: int, **extra) -> subprocess.Popen:
     spec = NodeSpec(
         'skin_screening',
         'inference_node',
         'inference',
-        params={'model_dir': str(MODEL), 'precision': precision, 'threads': threads, **extra},
+        params={'model_dir': str(model), 'precision': precision, 'threads': threads, **extra},
     )
     return subprocess.Popen(spec.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
@@ -191,6 +191,7 @@ def main() -> int:
     p.add_argument('--soak-fps', type=float, default=60.0)
     p.add_argument('--small', action='store_true', help='200x150 sample frames, not 600x450')
     p.add_argument('--cam', action='store_true', help='also fp32 with the CAM overlay topic on')
+    p.add_argument('--model-dir', type=Path, default=MODEL)
     p.add_argument('--relay', action='store_true', help=argparse.SUPPRESS)  # the floor's process
     args = p.parse_args()
     if args.relay:
@@ -198,7 +199,8 @@ def main() -> int:
     images = frames(small=args.small)
     print(
         f'frames {images[0].shape[1]}x{images[0].shape[0]}, {args.fps:g} fps, '
-        f'{args.threads} engine threads, ROS_DOMAIN_ID {os.environ["ROS_DOMAIN_ID"]}'
+        f'{args.threads} engine threads, ROS_DOMAIN_ID {os.environ["ROS_DOMAIN_ID"]}, '
+        f'model {args.model_dir.name}'
     )
     rclpy.init()
     node = rclpy.create_node('latency_bench')
@@ -216,8 +218,8 @@ def main() -> int:
         print(f'{latency_row("floor", 0.0, load)}   (relay: no decoding, no engine)', flush=True)
         for label, extra in runs:
             precision = label.split('+')[0]
-            engine = bare_engine_ms(images, precision, args.threads)
-            start = functools.partial(start_node, precision, args.threads, **extra)
+            engine = bare_engine_ms(args.model_dir, images, precision, args.threads)
+            start = functools.partial(start_node, args.model_dir, precision, args.threads, **extra)
             load, _ = measure(node, images, start, args.frames, args.fps)
             print(
                 f'{latency_row(label, engine, load)} '
@@ -226,7 +228,7 @@ def main() -> int:
                 flush=True,
             )
         if args.soak:
-            start = functools.partial(start_node, 'int8', args.threads)
+            start = functools.partial(start_node, args.model_dir, 'int8', args.threads)
             load, rss = measure(node, images, start, args.soak, args.soak_fps, soak=True)
             print(
                 f'soak: {len(load.latencies())}/{len(load.sent)} frames answered at '

@@ -75,7 +75,7 @@ def test_log_throttle_is_per_reason_not_per_call_site():
 def model_copy(ham_model, tmp_path):
     folder = tmp_path / 'model'
     folder.mkdir()
-    for name in ('model_card.json', 'model.fp32.onnx', 'model.int8-u8.onnx'):
+    for name in ('model_card.json', 'model.fp32.onnx', 'model.int8-u8.onnx', 'gate.json'):
         shutil.copy(ham_model / name, folder)
     return folder
 

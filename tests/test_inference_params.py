@@ -32,6 +32,9 @@ def test_refer_is_forced_through_the_node(ros_env, tmp_path, ham_model, sample_f
     )
     labels = []
     for d in got:
+        if d.label == 'unassessable':  # the gate decides first: neither REFER nor a class
+            assert d.unassessable_reason
+            continue
         p = float(np.clip(d.probability, 1e-7, 1 - 1e-7))
         entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
         if abs(entropy - bound) < 1e-4:
@@ -46,8 +49,8 @@ def test_refer_is_forced_through_the_node(ros_env, tmp_path, ham_model, sample_f
 def test_every_swappable_parameter_swaps_at_run_time(
     no_tensorrt_env, tmp_path, ham_model, sample_frames
 ):
-    """precision, backend, threshold, referral_threshold and tta_views change the running
-    node's answers (expected values computed here with the same model, directly)."""
+    """precision, backend, operating_point, threshold, referral_threshold and tta_views change
+    the running node's answers (expected values computed here with the same model, directly)."""
     from skin_screening.core.postprocess import DecisionRule
 
     frame = sample_frames[0][0]
@@ -82,7 +85,17 @@ def test_every_swappable_parameter_swaps_at_run_time(
                 wait_for(lambda: any(d.header.stamp.sec == sec for d in got), 30, 'a diagnosis')
                 return next(d for d in got if d.header.stamp.sec == sec)
 
-            assert answer().precision == 'fp32'
+            points = ModelCard.load(ham_model).operating_points['points']
+            d = answer()
+            assert (d.precision, d.operating_point) == ('fp32', 'screening')
+            assert d.threshold == pytest.approx(points['screening']['threshold'])
+            assert set_param(node, 'operating_point', 'balanced').successful
+            d = answer()
+            assert d.operating_point == 'balanced'
+            assert d.threshold == pytest.approx(points['balanced']['threshold'])
+            refused = set_param(node, 'operating_point', 'lenient')
+            assert not refused.successful and "unknown operating point 'lenient'" in refused.reason
+            assert set_param(node, 'operating_point', '').successful  # the card's default
             assert set_param(node, 'precision', 'fp16').successful
             assert answer().precision == 'fp16'
             refused = set_param(node, 'backend', 'tensorrt')  # hidden here: refused, kept
@@ -90,7 +103,8 @@ def test_every_swappable_parameter_swaps_at_run_time(
             assert answer().backend == 'onnxruntime'
             assert set_param(node, 'precision', 'fp32').successful
             assert set_param(node, 'threshold', 0.9).successful
-            assert answer().threshold == pytest.approx(0.9)
+            d = answer()
+            assert d.threshold == pytest.approx(0.9) and d.operating_point == 'custom'
             assert set_param(node, 'referral_threshold', 0.01).successful
             d = answer()
             assert d.referral_threshold == pytest.approx(0.01) and d.label == 'refer'

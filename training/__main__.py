@@ -1,4 +1,7 @@
-"""python -m training {train,release,variants,evaluate,cam} ... (see --help of each)."""
+"""python -m training {train,release,variants,operating-points,gate,evaluate,cam} ...
+
+(see --help of each).
+"""
 
 from __future__ import annotations
 
@@ -30,10 +33,24 @@ def _variants(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_variants, print_table
+def _operating_points(args: argparse.Namespace) -> int:
+    from .operating_points import write_operating_points
 
-    rows = evaluate_variants(
+    write_operating_points(args.model_dir, args.cv_run)
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from .gate import fit_and_judge
+
+    fit_and_judge(args.model_dir, args.clinical)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_all, print_points, print_table
+
+    rows, points = evaluate_all(
         args.model_dir,
         args.images,
         precisions=args.precision,
@@ -43,6 +60,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out=args.out,
     )
     print_table(rows)
+    print_points(points)
     return 0
 
 
@@ -119,6 +137,28 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--threads', type=int, default=None)
     evaluate.add_argument('--out', default=None, help='write the table as CSV/JSON here')
     evaluate.set_defaults(func=_evaluate)
+    points = sub.add_parser(
+        'operating-points',
+        help='screening/balanced thresholds from CV predictions, calibration per variant engine',
+    )
+    points.add_argument('model_dir', help='model folder (its variants are calibrated)')
+    points.add_argument(
+        '--cv-run',
+        nargs='+',
+        required=True,
+        help='training run folder(s) whose fold models scored every fold but the held-out one '
+        '(same data, split and seed; e.g. a run with split.only_folds=[1,2,3,4])',
+    )
+    points.set_defaults(func=_operating_points)
+    gate = sub.add_parser('gate', help='fit and judge the unassessable-frame gate per variant')
+    gate.add_argument('model_dir', help='model folder (an embedding output is added if missing)')
+    gate.add_argument(
+        '--clinical',
+        default=None,
+        help='clinical photographs (labels.csv with image, patient_id), e.g. '
+        '../shared/datasets/pad_ufes_20: a second reference domain, split by patient',
+    )
+    gate.set_defaults(func=_gate)
     rel = sub.add_parser('release', help="copy a run's model into data/models/<name>/")
     rel.add_argument('--run', required=True, help='training run folder')
     rel.add_argument('--to', required=True, help='model folder, e.g. data/models/mobilenetv2-a0.5')

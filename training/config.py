@@ -15,7 +15,7 @@ from skin_screening.core.preprocess import VIEW_COUNTS, Preprocessing
 
 @dataclass
 class DataConfig:
-    format: str = 'ham10000'  # ham10000 | folder | csv
+    format: str = 'ham10000'  # ham10000 | pad_ufes_20 | folder | csv
     root: str = '../shared/datasets/ham10000'
     mapping: str = 'ham10000'  # a name in training/mappings/ or a path to a YAML mapping
     csv: str | None = None  # for format=csv: path,label[,group]
@@ -118,7 +118,11 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Refuse combinations that would fail late in a run."""
-        t = self.train
+        t, split = self.train, self.split
+        if not 0 <= split.holdout_fold < split.folds:
+            raise ValueError(
+                f'split.holdout_fold {split.holdout_fold} not in 0..{split.folds - 1}'
+            )
         if t.tta_views not in VIEW_COUNTS or t.views not in VIEW_COUNTS:
             raise ValueError(f'train.views and train.tta_views must be in {VIEW_COUNTS}')
         if t.recipe == 'cached' and t.tta_views > t.views:

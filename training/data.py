@@ -111,6 +111,9 @@ def load_dataset(config: DataConfig) -> LabelledSet:
             for row in rows:
                 row['image'] = f'images/{row["image_id"]}.jpg'
             data = _from_rows(root, rows, 'image', 'dx', 'lesion_id', mapping)
+    elif config.format == 'pad_ufes_20':  # clinical photographs, grouped by patient
+        rows = _read_csv(root / 'labels.csv')
+        data = _from_rows(root, rows, 'image', 'diagnosis', 'patient_id', mapping)
     elif config.format == 'folder':
         rows = [
             {'path': str(p.relative_to(root)), 'label': p.parent.name}
@@ -125,7 +128,9 @@ def load_dataset(config: DataConfig) -> LabelledSet:
             raise DataError(f'{csv_path} needs columns path,label[,group]')
         data = _from_rows(root, rows, 'path', 'label', 'group', mapping)
     else:
-        raise DataError(f'unknown dataset format {config.format!r} (ham10000, folder, csv)')
+        raise DataError(
+            f'unknown dataset format {config.format!r} (ham10000, pad_ufes_20, folder, csv)'
+        )
     if len(data) == 0:
         raise DataError(f'no images found in {root}')
     for cls, name in ((1, 'skin_cancer'), (0, 'other')):
@@ -183,6 +188,48 @@ def training_fold_rows(model_dir: str | Path) -> list[dict[str, str]] | None:
     held = str(card.data.get('heldout_fold', 0))
     with split.open(newline='') as f:
         return [row for row in csv.DictReader(f) if row['fold'] != held]
+
+
+def split_set(model_dir: str | Path) -> tuple[LabelledSet, np.ndarray]:
+    """A model folder's split file as (images, fold per image)."""
+    from skin_screening.core.model_card import ModelCard
+
+    card = ModelCard.load(model_dir)
+    split = Path(model_dir) / card.data.get('split_file', 'split.csv')
+    rows = _read_csv(split)
+    data = LabelledSet(
+        [Path(r['path']) for r in rows],
+        [r['label'] for r in rows],
+        np.array([int(r['y']) for r in rows]),
+        np.array([r['group'] for r in rows]),
+        [Path(r['path']).stem for r in rows],
+    )
+    return data, np.array([int(r['fold']) for r in rows])
+
+
+def release_validation(model_dir: str | Path) -> LabelledSet:
+    """The inner-validation images of a model folder's release model: outside its training
+    (early stopping and calibration data) and outside its held-out fold. Recomputed from the
+    split file with the run's seed, and checked against the count its card recorded."""
+    from skin_screening.core.model_card import ModelCard
+
+    card = ModelCard.load(model_dir)
+    config = card.training.get('config', {})
+    held = int(card.data.get('heldout_fold', 0))
+    data, fold = split_set(model_dir)
+    _, val = inner_split(
+        data,
+        np.nonzero(fold != held)[0],
+        config['split']['inner_val_fraction'],
+        int(config['seed']) + held,
+    )
+    expected = card.metrics.get('holdout', {}).get('n_val')
+    if expected is not None and expected != len(val):
+        raise DataError(
+            f'{model_dir}: recomputed {len(val)} validation images, the card says {expected} '
+            '(another split or library version): cannot reuse its validation set'
+        )
+    return data.subset(val)
 
 
 def read_images(data: LabelledSet, policy: str = 'skip'):

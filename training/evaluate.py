@@ -20,20 +20,26 @@ from skin_screening.core.classifier import Classifier
 from skin_screening.core.engines import EngineError, variant_path
 from skin_screening.core.metrics import binary_report
 from skin_screening.core.model_card import ModelCard
+from skin_screening.core.operating_points import precision_table
+from skin_screening.core.postprocess import UNASSESSABLE
 from skin_screening.core.precision import parse_backend, parse_precision
-from skin_screening.core.preprocess import load_rgb, prepare_batch
+from skin_screening.core.preprocess import crops_batch, load_rgb, resize
 
 from .complexity import parameter_count
 
 K = TypeVar('K', bound=Hashable)
 
 
-def load_labelled_csv(path: Path, limit: int | None = None) -> tuple[list[Path], np.ndarray]:
+def load_labelled_csv(path: Path, limit: int | None = None):
+    """-> (paths, y, groups, labels) of a CSV with columns path, y[, group, label] (no group: one
+    per image)."""
     rows = list(csv.DictReader(Path(path).open()))
     if not rows or not {'path', 'y'} <= set(rows[0]):
         raise ValueError(f'{path} needs columns path and y (1 = skin cancer)')
     rows = rows[:limit] if limit else rows
-    return [Path(r['path']) for r in rows], np.array([int(r['y']) for r in rows])
+    paths = [Path(r['path']) for r in rows]
+    groups = [r.get('group') or p.stem for r, p in zip(rows, paths)]
+    return paths, np.array([int(r['y']) for r in rows]), groups, [r.get('label', '') for r in rows]
 
 
 def interleaved_ms(
@@ -54,8 +60,10 @@ def interleaved_ms(
     return times
 
 
-def engine_call(clf: Classifier, batch: np.ndarray, size: int) -> Callable[[], float]:
-    """A warmed-up timed engine call of batch `size` (rows of `batch`, repeated to fill)."""
+def engine_call(clf: Classifier, crops: np.ndarray, size: int) -> Callable[[], float]:
+    """A warmed-up timed engine call of batch `size` (rows of `crops` with their views,
+    repeated to fill)."""
+    batch = crops_batch(crops, clf.card.preprocessing, clf.rule.views)
     x = np.ascontiguousarray(np.resize(batch, (size, *batch.shape[1:])))
     clf.logits(x)
     return lambda: clf.logits(x)[1]
@@ -70,26 +78,26 @@ def latency_columns(b1: list[float], b8: list[float]) -> dict:
     }
 
 
-def evaluate_one(clf: Classifier, images: np.ndarray, y: np.ndarray) -> dict:
-    """Screening metrics of one variant. images: (N * views) preprocessed rows, a frame's
-    test-time views adjacent."""
-    from skin_screening.core.postprocess import score
-
-    step = 32 * clf.rule.views
-    logits = np.concatenate(
-        [clf.logits(images[s : s + step])[0] for s in range(0, len(images), step)]
-    )
-    scores = score(logits, clf.rule)
-    report = binary_report(y, scores.probability, clf.rule.threshold)
+def evaluate_one(clf: Classifier, crops: np.ndarray, y: np.ndarray) -> dict:
+    """Screening metrics of one variant at its card's default operating point, on the frames its
+    gate lets through (crops: the model's view of each frame, uint8)."""
+    parts = [clf.classify_crops(crops[s : s + 32])[0] for s in range(0, len(crops), 32)]
+    probability = np.concatenate([p.probability for p in parts])
+    decision = np.concatenate([p.decision for p in parts])
+    assessed = decision != UNASSESSABLE
+    report = binary_report(y[assessed], probability[assessed], clf.rule.threshold)
     return {
         'precision': clf.precision.value,
         'backend': clf.backend.value,
         'file': clf.engine.path.name,
         'size_mb': clf.engine.path.stat().st_size / 1e6,
+        'operating_point': clf.operating_point,
         'ppv': report['precision'],  # 'precision' names the numeric precision here
         **{k: report[k] for k in ('f1', 'recall', 'specificity', 'roc_auc', 'accuracy')},
-        '_decision': scores.decision,
-        '_probability': scores.probability,
+        'unassessable': int((~assessed).sum()),
+        '_decision': decision,
+        '_probability': probability,
+        '_assessed': assessed,
     }
 
 
@@ -97,16 +105,19 @@ def time_variants(clfs: list[Classifier], images: np.ndarray, repeats: int) -> l
     """Latency columns of each variant: calls of 1 and 8 frames (with all their views),
     interleaved across the variants."""
     views = [clf.rule.views for clf in clfs]
-    one = {i: engine_call(clf, images[:v], v) for i, (clf, v) in enumerate(zip(clfs, views))}
-    eight = {
-        i: engine_call(clf, images[: 8 * v], 8 * v) for i, (clf, v) in enumerate(zip(clfs, views))
-    }
+    one = {i: engine_call(clf, images[:1], v) for i, (clf, v) in enumerate(zip(clfs, views))}
+    eight = {i: engine_call(clf, images[:8], 8 * v) for i, (clf, v) in enumerate(zip(clfs, views))}
     b1 = interleaved_ms(one, max(2, repeats // 10), block=10)
     b8 = interleaved_ms(eight, max(2, repeats // 40), block=10, settle=3)
     return [latency_columns(b1[i], b8[i]) for i in range(len(clfs))]
 
 
-def evaluate_variants(
+def evaluate_variants(*args, **kwargs) -> list[dict]:
+    """The per-variant rows of evaluate_all()."""
+    return evaluate_all(*args, **kwargs)[0]
+
+
+def evaluate_all(
     model_dir: str | Path,
     images_csv: str | Path | None = None,
     precisions=('fp32', 'fp16', 'int8'),
@@ -115,12 +126,14 @@ def evaluate_variants(
     threads: int | None = None,
     repeats: int = 50,
     out: str | Path | None = None,
-) -> list[dict]:
+) -> tuple[list[dict], list[dict]]:
+    """-> (one row per variant: size, latency, figures at the card's default operating point;
+    one row per variant and operating point: figures with CIs, paired recall vs FP32)."""
     model_dir = Path(model_dir)
     card = ModelCard.load(model_dir)
     csv_path = Path(images_csv or model_dir / card.data.get('heldout_file', 'heldout.csv'))
-    paths, y = load_labelled_csv(csv_path, limit)
-    images = prepare_batch([load_rgb(p) for p in paths], card.preprocessing, card.decision.views)
+    paths, y, groups, labels = load_labelled_csv(csv_path, limit)
+    images = np.stack([resize(load_rgb(p), card.preprocessing) for p in paths])
     params = parameter_count(model_dir / 'model.fp32.onnx')
     rows, clfs = [], []
     try:
@@ -152,6 +165,22 @@ def evaluate_variants(
             row['max_abs_prob_diff'] = float(
                 np.max(np.abs(row['_probability'] - reference['_probability']))
             )
+    points = {
+        name: point['threshold'] for name, point in card.operating_points.get('points', {}).items()
+    }
+    results = {
+        f'{r["precision"]}/{r["backend"]}': {
+            'y': y,
+            'probability': r['_probability'],
+            'assessed': r['_assessed'],
+            'groups': groups,
+            'key': list(range(len(y))),
+            'labels': labels,
+        }
+        for r in rows
+    }
+    reference = next((k for k in results if k.startswith('fp32/')), 'fp32')
+    table = precision_table(results, points, reference) if points else []
     public = [{k: v for k, v in r.items() if not k.startswith('_')} for r in rows]
     if out:
         out = Path(out)
@@ -161,7 +190,44 @@ def evaluate_variants(
             writer = csv.DictWriter(f, fieldnames=list(public[0]))
             writer.writeheader()
             writer.writerows(public)
-    return public
+        (out / 'operating_points.json').write_text(json.dumps(table, indent=2))
+    return public, table
+
+
+def print_points(table: list[dict]) -> None:
+    """Per precision and operating point: figures with 95 % CIs, and recall against FP32."""
+    print(
+        f'\n{"variant":<18} {"point":<10} {"thr":>6} {"recall [95% CI]":>22} '
+        f'{"specificity [CI]":>22} {"F1 [CI]":>22} {"unass.":>6} {"melanoma":>18}  '
+        'recall - FP32 [CI] (only/only)'
+    )
+    for r in table:
+        cells = [
+            f'{r[k]:.3f} [{r[k + "_ci"][0]:.3f}, {r[k + "_ci"][1]:.3f}]'
+            for k in ('recall', 'specificity', 'f1')
+        ]
+        paired = next((v for k, v in r.items() if k.startswith('recall_vs_')), None)
+        diff = (
+            f'{paired["difference"]:+.3f} [{paired["ci"][0]:+.3f}, {paired["ci"][1]:+.3f}] '
+            f'({paired["only_b"]}/{paired["only_a"]})'
+            if paired
+            else ''
+        )
+        mel = r.get('melanoma')
+        mel = (
+            f'{mel["recall"]:.2f} [{mel["recall_ci"][0]:.2f}, {mel["recall_ci"][1]:.2f}]'
+            if mel
+            else '-'
+        )
+        print(
+            f'{r["precision"]:<18} {r["operating_point"]:<10} {r["threshold"]:>6.3f} '
+            f'{cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {r["unassessable"]:>6} {mel:>18}  '
+            f'{diff}'
+        )
+    print(
+        'only/only: cancers caught by FP32 only / by this variant only (same frames); '
+        'melanoma: recall of the melanomas alone'
+    )
 
 
 def print_table(rows: list[dict]) -> None:

@@ -1,5 +1,6 @@
-"""Keras -> ONNX (tf2onnx): dynamic batch, named input 'image', outputs 'logits' and 'cam'
-(class activation map), verified against Keras."""
+"""Keras -> ONNX (tf2onnx): dynamic batch, named input 'image', outputs 'logits', 'cam' (class
+activation map) and 'embedding' (pooled cut-layer activations, for the gate), verified against
+Keras."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import add_cam_output
+from .graph import add_cam_output, add_embedding_output
 from .model import TrainingError
 
 
@@ -49,9 +50,17 @@ def verify_against_keras(
 
 
 def export_verified(
-    model: Any, path: Path, images: np.ndarray, input_size: int, opset: int, tolerance: float
+    model: Any,
+    path: Path,
+    images: np.ndarray,
+    input_size: int,
+    opset: int,
+    tolerance: float,
+    cut_layer: str | None = None,
 ) -> float:
     proto = to_onnx(model, input_size, opset)
     add_cam_output(proto)
+    if cut_layer:
+        add_embedding_output(proto, cut_layer)
     path.write_bytes(proto.SerializeToString())
     return verify_against_keras(model, path, images, tolerance)

@@ -178,3 +178,34 @@ def add_cam_output(model, logits: str = 'logits') -> bool:
         helper.make_tensor_value_info(CAM_OUTPUT, 1, ['N', heads, 'h', 'w'])  # 1 = FLOAT
     )
     return True
+
+
+def add_embedding_output(model, cut_layer: str) -> bool:
+    """Add output 'embedding' (N x C): the global average of the cut layer's activations, in
+    place (the unassessable-frame gate's input, computed in the same engine call). The layer's
+    tensor is the last one tf2onnx names under it (e.g. '.../block_12_add_1/Add:0'). Returns
+    False (model unchanged) when no tensor carries the layer's name."""
+    from onnx import TensorProto, helper
+    from skin_screening.core.gate import EMBEDDING_OUTPUT
+
+    graph = model.graph
+    if any(o.name == EMBEDDING_OUTPUT for o in graph.output):
+        return True
+
+    def of_layer(name: str) -> bool:
+        return any(p == cut_layer or p.startswith(f'{cut_layer}_') for p in name.split('/')[:-1])
+
+    tensors = [o for n in graph.node for o in n.output if of_layer(o)]
+    if not tensors:
+        return False
+    pooled = f'{EMBEDDING_OUTPUT}_pooled'
+    graph.node.extend(
+        [
+            helper.make_node('GlobalAveragePool', [tensors[-1]], [pooled], name='embedding_pool'),
+            helper.make_node('Flatten', [pooled], [EMBEDDING_OUTPUT], name='embedding_flatten'),
+        ]
+    )
+    graph.output.append(
+        helper.make_tensor_value_info(EMBEDDING_OUTPUT, TensorProto.FLOAT, ['N', 'C'])
+    )
+    return True

@@ -54,12 +54,21 @@ def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
         return keras.utils.get_file(name, base + name, cache_subdir='models'), f'ImageNet ({name})'
     except Exception as exc:  # offline: URLError, socket timeouts, HTTP errors
         fallback = config.weights_fallback
-        if fallback and Path(fallback).is_file() and Path(fallback).name == name:
+        alpha = _keras_file_name(config).split('_')[-4]  # '0.5', '1.0', ...
+        # A stand-in file must be for the same alpha (Keras' own name, or another source's
+        # file named with it, e.g. mobilenet_v2_1.0_224_no_top.from_coral_qat.h5).
+        if fallback and Path(fallback).is_file() and f'_{alpha}_' in Path(fallback).name:
+            from skin_screening.core.model_card import sha256_file
+
             print(
                 f'note: ImageNet weights could not be downloaded ({type(exc).__name__}); '
-                f'using the local copy {fallback}'
+                f'using the local file {fallback}'
             )
-            return fallback, f'ImageNet ({name}, local copy {fallback})'
+            digest = sha256_file(fallback)
+            return (
+                fallback,
+                f'ImageNet ({name} unreachable; local file {fallback}, sha256 {digest})',
+            )
         raise TrainingError(
             f'ImageNet weights {name} could not be downloaded ({exc}). Offline? Put the file '
             f'in ~/.keras/models/, or set model.weights to a local .h5 (e.g. the alpha 0.5 '

@@ -187,8 +187,8 @@ def run_training(cfg: RunConfig) -> Path:
         folds.append(result)
         if k == cfg.split.holdout_fold:
             release = export_release(cfg, model, data, test, spec, result, run_dir)
-    if release is None:
-        raise TrainingError(f'holdout_fold {cfg.split.holdout_fold} >= folds {cfg.split.folds}')
+    if not folds:
+        raise TrainingError(f'no fold trained: only_folds {cfg.split.only_folds}')
     if fold_logits:
         save_fold_logits(run_dir, data, fold, fold_logits)
     summary = {
@@ -196,12 +196,21 @@ def run_training(cfg: RunConfig) -> Path:
         for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold', 'uncertainty')
     }
     summary['ece_uncalibrated'] = mean_std([{'ece': f['ece_uncalibrated']} for f in folds])['ece']
-    card = ModelCard.load(run_dir)
-    holdout = next(f for f in folds if f['fold'] == cfg.split.holdout_fold)
-    card.metrics = {'cv_folds': folds, 'cv_summary': summary, 'holdout': holdout}
-    card.training['wall_time_s'] = round(time.time() - start, 1)
-    card.save(run_dir)
-    (run_dir / 'metrics.json').write_text(json.dumps(card.metrics, indent=2))
+    metrics = {
+        'cv_folds': folds,
+        'cv_summary': summary,
+        'wall_time_s': round(time.time() - start, 1),
+    }
+    if release is not None:
+        card = ModelCard.load(run_dir)
+        holdout = next(f for f in folds if f['fold'] == cfg.split.holdout_fold)
+        metrics['holdout'] = holdout
+        card.metrics = {'cv_folds': folds, 'cv_summary': summary, 'holdout': holdout}
+        card.training['wall_time_s'] = metrics['wall_time_s']
+        card.save(run_dir)
+    else:  # a CV-only run (only_folds without the holdout fold): figures and fold logits
+        print(f'no release model: holdout fold {cfg.split.holdout_fold} was not trained')
+    (run_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     print(f'run written to {run_dir} in {time.time() - start:.0f} s')
     return run_dir
 
@@ -228,6 +237,7 @@ def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
         spec.input_size,
         cfg.export.opset,
         cfg.export.tolerance,
+        cfg.model.cut_layer if cfg.model.architecture == 'mobilenet_v2' else None,
     )
     explanation = gradcam_agreement(model.full, onnx_path, np.stack(check))
     print(f'CAM vs Keras Grad-CAM on {len(check)} held-out images: {explanation}')

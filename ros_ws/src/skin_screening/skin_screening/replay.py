@@ -19,7 +19,7 @@ import numpy as np
 
 from .core.bags import BagError, ground_truth
 from .core.metrics import binary_report
-from .core.postprocess import LABELS, REFER
+from .core.postprocess import LABELS, REFER, UNASSESSABLE
 from .launching import package_share, parse_launch, start
 
 # Who the bag player waits for (its parameter -> the replay nodes counted in it).
@@ -230,19 +230,31 @@ def operational(run_dir: Path) -> dict:
 def score_run(run_dir: Path, bag: Path, truth: dict[int, dict] | None = None) -> dict:
     """operational() plus the screening metrics, matching diagnoses to the bag's ground truth (or
     `truth`, e.g. from labels_from_csv) by the frames' stamps (scored.csv: one row per answered
-    labelled frame)."""
+    labelled frame). Frames the gate found unassessable are counted, not scored."""
     truth = truth if truth is not None else ground_truth(bag)
     by_stamp = {int(r['stamp_ns']): r for r in read_diagnoses(run_dir)}
     matched = [(truth[s], by_stamp[s]) for s in truth if s in by_stamp]
     if not matched:
         raise BagError(f'no diagnosis in {run_dir} matches a frame of {bag}')
-    y = np.array([t['y'] for t, _ in matched])
-    prob = np.array([float(r['probability']) for _, r in matched])
-    report = binary_report(y, prob, float(matched[0][1]['threshold']))
+    judged = [(t, r) for t, r in matched if int(r['decision']) != UNASSESSABLE]
+    if not judged:
+        raise BagError(f'the gate found every frame of {bag} unassessable: nothing to score')
+    y = np.array([t['y'] for t, _ in judged])
+    prob = np.array([float(r['probability']) for _, r in judged])
+    report = binary_report(y, prob, float(judged[0][1]['threshold']))
     sent = publish_log(run_dir)
     with (run_dir / 'scored.csv').open('w', newline='') as f:
         writer = csv.writer(f)
-        header = ['stamp_ns', 'y', 'probability', 'decision', 'latency_ms', 'image_id', 'group_id']
+        header = [
+            'stamp_ns',
+            'y',
+            'probability',
+            'decision',
+            'latency_ms',
+            'image_id',
+            'group_id',
+            'label',
+        ]
         writer.writerow(header)
         for stamp in sorted(s for s in truth if s in by_stamp):
             t, r = truth[stamp], by_stamp[stamp]
@@ -256,6 +268,7 @@ def score_run(run_dir: Path, bag: Path, truth: dict[int, dict] | None = None) ->
                     latency,
                     t['image_id'],
                     t.get('group_id', ''),
+                    t.get('label', ''),
                 ]
             )
     metrics = ('accuracy', 'f1', 'recall', 'specificity', 'roc_auc', 'threshold')
@@ -263,6 +276,8 @@ def score_run(run_dir: Path, bag: Path, truth: dict[int, dict] | None = None) ->
         'frames': len(truth),
         'answered': len(matched),
         'unanswered': len(truth) - len(matched),
+        'operating_point': judged[0][1].get('operating_point', ''),
+        'unassessable': len(matched) - len(judged),  # metrics below: the frames judged
         **{k: report[k] for k in metrics},
         'ppv': report['precision'],
     }

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .operating_points import resolve_rule
 from .postprocess import DecisionRule
 from .preprocess import Preprocessing
 
@@ -40,10 +41,20 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)  # resolved config, seeds, wall time
     metrics: dict[str, Any] = field(default_factory=dict)  # CV folds, mean/std, held-out
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> sha256, bytes, ...
+    # Per-variant calibration and named thresholds (see core/operating_points.py); empty: the
+    # single `decision` rule applies to every variant.
+    operating_points: dict[str, Any] = field(default_factory=dict)
+    # Unassessable-frame gate (core/gate.py): its file, how it was chosen, what it measured.
+    gate: dict[str, Any] = field(default_factory=dict)
 
     def model_id(self, file_name: str = 'model.fp32.onnx') -> str:
         digest = self.files.get(file_name, {}).get('sha256', '')
         return f'{self.name}@{digest[:8]}' if digest else self.name
+
+    def rule(self, file_name: str, operating_point: str | None = None) -> tuple[DecisionRule, str]:
+        """The decision rule of engine file `file_name` at `operating_point` (None: the card's
+        default) -> (rule, operating point name)."""
+        return resolve_rule(self.decision, self.operating_points, file_name, operating_point)
 
     def verify(self, path: str | Path) -> str:
         """The sha256 of `path`, after checking it against this card; ModelCardError naming the

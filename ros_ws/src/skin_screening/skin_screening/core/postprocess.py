@@ -22,8 +22,8 @@ import numpy as np
 
 from .preprocess import VIEW_COUNTS
 
-OTHER, SUSPICIOUS, REFER = 0, 1, 2
-LABELS = {OTHER: 'other', SUSPICIOUS: 'skin_cancer', REFER: 'refer'}
+OTHER, SUSPICIOUS, REFER, UNASSESSABLE = 0, 1, 2, 3
+LABELS = {OTHER: 'other', SUSPICIOUS: 'skin_cancer', REFER: 'refer', UNASSESSABLE: 'unassessable'}
 UNCERTAINTY_SCORES = ('entropy', 'epistemic', 'ambiguity')
 _EPS = 1e-7
 
@@ -77,6 +77,14 @@ class Scores:
     epistemic: np.ndarray  # NaN for K = 1
     ambiguity: np.ndarray
     decision: np.ndarray
+    reasons: tuple[str, ...] = ()  # per frame, '' = assessable (core/gate.py); () = no gate
+
+    def gated(self, reasons: list[str]) -> Scores:
+        """These scores with the gate's verdict: a frame with a reason is UNASSESSABLE (its
+        probability is kept, for the record, but it decides nothing)."""
+        flagged = np.array([bool(r) for r in reasons], bool)
+        decision = np.where(flagged, UNASSESSABLE, self.decision).astype(np.uint8)
+        return replace(self, decision=decision, reasons=tuple(reasons))
 
     def uncertainty(self, name: str) -> np.ndarray:
         if name not in UNCERTAINTY_SCORES:

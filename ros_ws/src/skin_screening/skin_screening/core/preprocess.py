@@ -160,7 +160,13 @@ def dihedral(image: np.ndarray, view: int) -> np.ndarray:
 
 def prepare_batch(images: Iterable[np.ndarray], spec: Preprocessing, views: int = 1) -> np.ndarray:
     """Frames -> float32 (N * views) x size x size x 3, the dihedral views of a frame adjacent."""
-    batch = [dihedral(crop, v) for crop in (resize(i, spec) for i in images) for v in range(views)]
+    return crops_batch([resize(i, spec) for i in images], spec, views)
+
+
+def crops_batch(crops: Iterable[np.ndarray], spec: Preprocessing, views: int = 1) -> np.ndarray:
+    """Resized uint8 crops -> the engine batch: (N * views) float32 rows, a frame's views
+    adjacent."""
+    batch = [dihedral(crop, v) for crop in crops for v in range(views)]
     if not batch:
         return np.zeros((0, spec.input_size, spec.input_size, 3), np.float32)
     return scale(np.stack(batch), spec)

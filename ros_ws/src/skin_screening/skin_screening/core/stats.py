@@ -9,7 +9,7 @@ import numpy as np
 
 class RunningStats:
     def __init__(self, window: int = 200):
-        self.received = self.dropped = self.errors = self.count = 0
+        self.received = self.dropped = self.errors = self.count = self.unassessable = 0
         self._latency: deque[float] = deque(maxlen=window)
         self._engine: deque[float] = deque(maxlen=window)
         self._times: deque[float] = deque(maxlen=window)
@@ -33,6 +33,7 @@ class RunningStats:
             'frames_processed': str(self.count),
             'frames_dropped': str(self.dropped),
             'frames_rejected': str(self.errors),
+            'frames_unassessable': str(self.unassessable),  # answered UNASSESSABLE by the gate
             'rate_hz': f'{self.rate_hz():.2f}',
             'latency_median_ms': f'{np.median(lat):.2f}',
             'latency_p99_ms': f'{np.percentile(lat, 99):.2f}',

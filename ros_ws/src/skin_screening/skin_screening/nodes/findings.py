@@ -146,6 +146,8 @@ class FindingsNode(Node):
                 self._offer(self._diagnoses[d_stamp])
 
     def _on_diagnosis(self, msg: Diagnosis) -> None:
+        if msg.decision == Diagnosis.UNASSESSABLE:  # shows no lesion to judge: never evidence
+            return
         self._diagnoses.add(stamp_to_ns(msg.header.stamp), msg)
         if self.store.open is not None:
             self._offer(msg)

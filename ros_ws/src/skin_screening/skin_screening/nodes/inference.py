@@ -30,8 +30,16 @@ from ..core.engines import EngineError
 from ..core.explain import overlay
 from ..core.frames import message_to_rgb, rgb_to_fields, stamp_to_ns
 from ..core.model_card import ModelCardError
-from ..core.postprocess import LABELS, DecisionRule, NonFiniteOutput
-from ..core.precision import Backend, Precision, parse_backend, parse_precision
+from ..core.operating_points import CUSTOM
+from ..core.postprocess import (
+    LABELS,
+    UNASSESSABLE,
+    DecisionRule,
+    NonFiniteOutput,
+    logit,
+    sigmoid,
+)
+from ..core.precision import parse_backend, parse_precision
 from ..core.preprocess import FrameError
 from ..core.stats import RunningStats
 from .common import (
@@ -43,78 +51,9 @@ from .common import (
     nan_if_none,
     run_node,
 )
+from .inference_params import PARAMETERS, SWAP_PARAMS
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-SWAP_PARAMS = {'precision', 'backend', 'threshold', 'referral_threshold', 'tta_views'}
-
-RO = {'read_only': True}
-# (name, default, description, descriptor limits): precision, backend and the decision values
-# are hot-swappable (SWAP_PARAMS); the rest are read at start.
-PARAMETERS = [
-    (
-        'model_dir',
-        'data/models/mobilenetv2-a0.5',
-        'Folder with model_card.json and the ONNX variants.',
-        RO,
-    ),
-    ('precision', 'fp32', 'Engine precision.', {'choices': [x.value for x in Precision]}),
-    ('backend', 'onnxruntime', 'Inference backend.', {'choices': [x.value for x in Backend]}),
-    (
-        'fallback_backend',
-        '',
-        'Backend to use if `backend` cannot load (empty: none, fail instead).',
-        RO,
-    ),
-    ('threads', 0, 'CPU threads for ONNX Runtime (0 = all).', RO | {'int_range': (0, 64)}),
-    (
-        'threshold',
-        -1.0,
-        "Decision threshold; -1 = the model card's.",
-        {'float_range': (-1.0, 1.0)},
-    ),
-    (
-        'referral_threshold',
-        -1.0,
-        "Bound on the model card's referral score above which to REFER; -1 = the model card's "
-        '(or off).',
-        {'float_range': (-1.0, 1.0)},
-    ),
-    (
-        'tta_views',
-        0,
-        'Test-time augmentation: dihedral views per frame in one engine call (1, 2, 4 or 8; '
-        "0 = the model card's).",
-        {'int_range': (0, 8)},
-    ),
-    (
-        'publish_cam',
-        False,
-        'Also publish the class activation map over the model view on diagnosis/cam.',
-        RO,
-    ),
-    ('compressed', False, 'Subscribe to sensor_msgs/CompressedImage.', RO),
-    ('reliable', False, 'RELIABLE input QoS (bag replay); default sensor-data (best effort).', RO),
-    (
-        'queue_size',
-        1,
-        'Frames waiting for inference; older ones are dropped.',
-        RO | {'int_range': (1, 1000)},
-    ),
-    ('alert_window', 15, 'Frames in the alert window.', RO | {'int_range': (1, 1000)}),
-    ('alert_min_frames', 10, 'Frames needed before any alert.', RO | {'int_range': (1, 1000)}),
-    (
-        'alert_raise',
-        0.6,
-        'Mean probability that raises an alert.',
-        RO | {'float_range': (0.0, 1.0)},
-    ),
-    (
-        'alert_clear',
-        0.4,
-        'Mean probability below which it clears.',
-        RO | {'float_range': (0.0, 1.0)},
-    ),
-]
 
 
 class ConfigurationError(RuntimeError):
@@ -130,15 +69,7 @@ class InferenceNode(Node):
         self._lock = threading.Lock()
         self._classifier = self._configure(self._values())
         gp = self.get_parameter
-        self._alerts = AlertWindow(
-            AlertRule(
-                gp('alert_window').value,
-                gp('alert_min_frames').value,
-                gp('alert_raise').value,
-                gp('alert_clear').value,
-                self._classifier.rule.referral_threshold,
-            )
-        )
+        self._alerts = AlertWindow(self._alert_rule(self._classifier))
         self._stats = RunningStats()
         self._queue: deque = deque(maxlen=gp('queue_size').value)
         self._wake = threading.Condition()
@@ -169,7 +100,8 @@ class InferenceNode(Node):
         self._worker.start()
         c = self._classifier
         self.get_logger().info(
-            f'active: {c.model_id} {c.precision.value} on {c.backend.value}, '
+            f'active: {c.model_id} {c.precision.value} on {c.backend.value} at operating '
+            f'point {c.operating_point} (threshold {c.rule.threshold:.4f}), '
             f'listening on {self.resolve_topic_name(topic)}'
         )
 
@@ -181,6 +113,7 @@ class InferenceNode(Node):
                 'model_dir',
                 'precision',
                 'backend',
+                'operating_point',
                 'fallback_backend',
                 'threads',
                 'threshold',
@@ -203,13 +136,20 @@ class InferenceNode(Node):
         errors = []
         for backend in backends:
             try:
-                clf = Classifier(v['model_dir'], precision, backend, v['threads'] or None)
+                clf = Classifier(
+                    v['model_dir'],
+                    precision,
+                    backend,
+                    v['threads'] or None,
+                    operating_point=v['operating_point'] or None,
+                )
             except (EngineError, ModelCardError, ValueError) as exc:
                 errors.append(f'{backend.value}: {exc}')
                 continue
-            rule = clf.card.decision.to_dict()
+            rule = clf.rule.to_dict()  # this variant's calibration at the operating point
             if v['threshold'] >= 0:
                 rule['threshold'] = v['threshold']
+                clf.operating_point = CUSTOM
             if v['referral_threshold'] >= 0:
                 rule['referral_threshold'] = v['referral_threshold']
             if v['tta_views'] > 0:
@@ -229,6 +169,21 @@ class InferenceNode(Node):
             return clf
         raise ConfigurationError('; '.join(errors))
 
+    def _alert_rule(self, clf: Classifier) -> AlertRule:
+        """Alert levels: given, or following the decision threshold (one logit of hysteresis)."""
+        gp = self.get_parameter
+        raise_at = gp('alert_raise').value
+        raise_at = clf.rule.threshold if raise_at < 0 else raise_at
+        clear_at = gp('alert_clear').value
+        clear_at = float(sigmoid(logit(raise_at) - 1.0)) if clear_at < 0 else clear_at
+        return AlertRule(
+            gp('alert_window').value,
+            gp('alert_min_frames').value,
+            raise_at,
+            clear_at,
+            clf.rule.referral_threshold,
+        )
+
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in SWAP_PARAMS}
         if not changes:
@@ -238,12 +193,21 @@ class InferenceNode(Node):
         except ConfigurationError as exc:
             self.get_logger().error(f'parameter change rejected, engine kept: {exc}')
             return SetParametersResult(successful=False, reason=str(exc))
+        try:
+            alerts = AlertWindow(self._alert_rule(classifier))
+        except ValueError as exc:  # e.g. a threshold under the fixed alert_clear
+            classifier.close()
+            self.get_logger().error(f'parameter change rejected, engine kept: {exc}')
+            return SetParametersResult(successful=False, reason=str(exc))
         with self._lock:
             old, self._classifier = self._classifier, classifier
+            if alerts.rule != self._alerts.rule:  # the evidence means something else now
+                self._alerts = alerts
         old.close()
         self.get_logger().info(
             f'engine swapped: {classifier.precision.value} on '
-            f'{classifier.backend.value}, threshold {classifier.rule.threshold}'
+            f'{classifier.backend.value}, operating point {classifier.operating_point} '
+            f'(threshold {classifier.rule.threshold:.4f})'
         )
         return SetParametersResult(successful=True)
 
@@ -301,10 +265,11 @@ class InferenceNode(Node):
         out = Diagnosis(header=msg.header)
         decision = int(scores.decision[0])
         out.decision, out.label = decision, LABELS[decision]
+        out.unassessable_reason = scores.reasons[0] if scores.reasons else ''
         out.probability = float(scores.probability[0])
         out.entropy, out.epistemic = float(scores.entropy[0]), float(scores.epistemic[0])
         out.ambiguity, out.referral_score = float(scores.ambiguity[0]), clf.rule.referral_score
-        out.threshold = float(clf.rule.threshold)
+        out.threshold, out.operating_point = float(clf.rule.threshold), clf.operating_point
         out.referral_threshold = nan_if_none(clf.rule.referral_threshold)
         out.precision, out.backend, out.model_id = (
             clf.precision.value,
@@ -318,6 +283,9 @@ class InferenceNode(Node):
         if self._cam_pub is not None:
             self._cam_pub.publish(cam)
         self._stats.processed(out.latency_ms, engine_ms, time.monotonic())
+        if decision == UNASSESSABLE:  # no evidence either way: never an alert, never a clear
+            self._stats.unassessable += 1
+            return
         uncertainty = float(scores.uncertainty(clf.rule.referral_score)[0])
         event = self._alerts.update(out.probability, uncertainty, stamp_to_ns(msg.header.stamp))
         if event is not None:
@@ -354,6 +322,7 @@ class InferenceNode(Node):
             'engine': str(clf.engine.path),
             'precision': clf.precision.value,
             'backend': clf.backend.value,
+            'operating_point': clf.operating_point,
             'threshold': f'{clf.rule.threshold:.4f}',
             'diagnosis_subscribers': self._matched,  # matched by this publisher, not the graph
         } | stats.summary()

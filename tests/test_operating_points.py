@@ -1,0 +1,106 @@
+"""Operating points: per-variant calibration, named thresholds, figures with paired CIs."""
+
+import csv
+
+import numpy as np
+import pytest
+from skin_screening.core.classifier import Classifier
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.operating_points import (
+    OperatingPointError,
+    paired_recall_difference,
+    point_figures,
+    precision_table,
+)
+from skin_screening.core.preprocess import load_rgb, resize
+
+
+def test_the_shipped_card_has_both_points_and_a_calibration_per_variant(ham_model):
+    card = ModelCard.load(ham_model)
+    points = card.operating_points['points']
+    assert points['screening']['threshold'] < points['balanced']['threshold']
+    assert points['screening']['pooled_oof']['recall'] >= 0.90  # its own criterion, on the CV
+    variants = [name for name, info in card.files.items() if 'precision' in info]
+    assert sorted(card.operating_points['calibration']) == sorted(variants)
+
+
+def test_each_variant_runs_with_its_own_calibration_at_the_chosen_point(ham_model):
+    card = ModelCard.load(ham_model)
+    fp32 = Classifier(ham_model, 'fp32', warmup_runs=0)
+    int8 = Classifier(ham_model, 'int8', warmup_runs=0, operating_point='balanced')
+    try:
+        assert fp32.operating_point == card.operating_points['default']
+        assert int8.operating_point == 'balanced'
+        assert int8.rule.threshold == card.operating_points['points']['balanced']['threshold']
+        own = card.operating_points['calibration']['model.int8-u8.onnx']
+        assert (int8.rule.temperature, int8.rule.bias) == (own['temperature'], own['bias'])
+        assert (int8.rule.temperature, int8.rule.bias) != (fp32.rule.temperature, fp32.rule.bias)
+    finally:
+        fp32.close()
+        int8.close()
+
+
+def test_an_unknown_point_or_an_uncalibrated_variant_is_refused(ham_model, tmp_path):
+    with pytest.raises(OperatingPointError, match="unknown operating point 'lenient'.*screening"):
+        Classifier(ham_model, operating_point='lenient', warmup_runs=0)
+    card = ModelCard.load(ham_model)
+    del card.operating_points['calibration']['model.fp16.onnx']
+    with pytest.raises(OperatingPointError, match='model.fp16.onnx has no calibration'):
+        card.rule('model.fp16.onnx')
+
+
+def test_int8_keeps_fp32_recall_at_the_screening_point_on_held_out_lesions(ham_model, ham):
+    """Through the real engines, on 400 held-out images (every positive among them): the INT8
+    logit shift is absorbed by INT8's own calibration (with FP32's calibration the shipped INT8
+    lost 5 points of recall on these lesions)."""
+    card = ModelCard.load(ham_model)
+    with (ham_model / 'heldout.csv').open() as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if r['y'] == '1'][:150] + [r for r in rows if r['y'] == '0'][:250]
+    crops = np.stack([resize(load_rgb(r['path']), card.preprocessing) for r in rows])
+    y = np.array([int(r['y']) for r in rows])
+    caught = {}
+    for precision in ('fp32', 'int8'):
+        clf = Classifier(ham_model, precision, operating_point='screening', gate=False)
+        caught[precision] = clf.classify_crops(crops)[0].probability >= clf.rule.threshold
+        clf.close()
+    recall = {p: c[y == 1].mean() for p, c in caught.items()}
+    assert recall['fp32'] >= 0.85 and recall['int8'] >= 0.85, recall
+    assert abs(recall['int8'] - recall['fp32']) <= 0.03, recall
+
+
+def test_figures_have_group_bootstrap_intervals_around_them():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    prob = np.clip(y * 0.3 + rng.uniform(0, 0.7, 400), 0, 1)
+    groups = [f'lesion{i // 2}' for i in range(400)]  # two frames per lesion
+    got = point_figures(y, prob, 0.5, groups, n_boot=200)
+    tp = np.sum((prob >= 0.5) & (y == 1))
+    assert got['recall'] == pytest.approx(tp / y.sum())
+    for key in ('recall', 'specificity', 'f1'):
+        low, high = got[f'{key}_ci']
+        assert low < got[key] < high
+
+
+def test_paired_recall_difference_counts_discordant_cancers():
+    y = np.array([1, 1, 1, 1, 0, 0])
+    a = np.array([1, 1, 0, 0, 1, 0], bool)
+    b = np.array([1, 0, 1, 1, 0, 0], bool)
+    got = paired_recall_difference(y, a, b, n_boot=100)
+    assert got['difference'] == pytest.approx(0.5 - 0.75)
+    assert (got['only_a'], got['only_b'], got['positives']) == (1, 2, 4)
+
+
+def test_the_table_pairs_precisions_on_the_frames_both_judged():
+    y = np.array([1, 1, 1, 0, 0])
+    fp32 = {'y': y, 'probability': [0.9, 0.2, 0.8, 0.1, 0.6], 'assessed': [1, 1, 1, 1, 1]}
+    int8 = {'y': y, 'probability': [0.9, 0.6, 0.1, 0.1, 0.6], 'assessed': [1, 1, 0, 1, 1]}
+    for r in (fp32, int8):
+        r |= {'assessed': np.array(r['assessed'], bool), 'groups': list('abcde')}
+        r['key'] = list('vwxyz')
+    rows = precision_table({'fp32': fp32, 'int8': int8}, {'screening': 0.5}, n_boot=50)
+    int8_row = next(r for r in rows if r['precision'] == 'int8')
+    assert int8_row['unassessable'] == 1 and int8_row['unassessable_positives'] == 1
+    assert int8_row['recall'] == pytest.approx(1.0)  # both judged positives caught
+    paired = int8_row['recall_vs_fp32']  # on frames v, w (x was not judged by int8)
+    assert paired['positives'] == 2 and paired['difference'] == pytest.approx(0.5)

@@ -1,0 +1,253 @@
+"""Fit and judge the unassessable-frame gate of a model folder (core/gate.py).
+
+    python -m training gate data/models/mobilenetv2-a0.5 --clinical ../shared/datasets/pad_ufes_20
+
+1. The engines get an 'embedding' output (pooled cut-layer activations) if they lack it: added to
+   model.fp32.onnx (logits checked unchanged) and the variants rebuilt from it.
+2. Per variant file, through its own engine: reference domains fitted on training images only
+   (HAM10000 training folds; clinical photographs of some patients), each domain's distance bound
+   = the 99th percentile of ITS validation images (the release model's inner validation; other
+   patients). Quality limits from the 0.25th / 99.75th percentiles of the validation images.
+3. Judged on images no limit was chosen on: the held-out fold, clinical photographs of patients
+   kept out of fitting and bounds, full-resolution dermoscopy, and non-lesion images
+   (training/gate_sets.py). Clinical patients are split in 5 folds: every fold is judged by a
+   gate fitted without it (figures pooled, with their spread); the shipped gate is fold 0's.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from skin_screening.core.engines.onnxruntime import OnnxRuntimeEngine
+from skin_screening.core.gate import EMBEDDING_OUTPUT, GATE_FILE, Gate, Reference, quality
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.precision import Precision
+from skin_screening.core.preprocess import crops_batch
+
+from . import gate_sets
+from .data import DataError, release_validation, split_set
+from .graph import add_embedding_output
+
+REFERENCE_IMAGES = 2000
+BOUND_QUANTILE = 0.99
+QUALITY_QUANTILE = 0.0025
+# Darkness and colour limits sit at half the validation quantile: a lesion photo under dim light
+# is still judged; an underexposed (x0.08) or grey frame is not. Overexposure: more than a
+# quarter of the crop clipped (or the validation quantile, if higher).
+QUALITY_MARGIN, MIN_CLIPPED = 0.5, 0.25
+CLINICAL_FOLDS = 5
+
+
+def ensure_embedding(model_dir: Path) -> bool:
+    """Add the 'embedding' output to model.fp32.onnx (and rebuild the variants from it) where it
+    is missing. -> True when files were rewritten."""
+    import onnx
+
+    from .variants import VariantConfig, build_variants
+
+    card = ModelCard.load(model_dir)
+    fp32 = model_dir / 'model.fp32.onnx'
+    card.verify(fp32)
+    model = onnx.load(str(fp32))
+    if any(o.name == EMBEDDING_OUTPUT for o in model.graph.output):
+        return False
+    cut = card.training.get('config', {}).get('model', {}).get('cut_layer')
+    if not cut or not add_embedding_output(model, cut):
+        raise DataError(f'{fp32}: no tensor of cut layer {cut!r} to pool for the gate')
+    x = np.random.default_rng(0).uniform(-1, 1, (4, *model_shape(card))).astype(np.float32)
+    before = OnnxRuntimeEngine(fp32, Precision.FP32).infer({card.input_name: x})
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = Path(tmp) / fp32.name
+        onnx.save(model, str(candidate))
+        after = OnnxRuntimeEngine(candidate, Precision.FP32).infer({card.input_name: x})
+        if not all(np.array_equal(before[k], after[k]) for k in before):
+            raise DataError('adding the embedding output changed the other outputs')
+        fp32.write_bytes(candidate.read_bytes())
+    entry = card.files[fp32.name]
+    card.add_file(fp32, **{k: v for k, v in entry.items() if k not in ('sha256', 'bytes')})
+    card.files[fp32.name]['outputs'] = sorted(after)
+    card.save(model_dir)
+    files = [v for v in card.files.values() if 'precision' in v]
+    variants = [(v['precision'], v.get('flavour')) for v in files]
+
+    precisions = tuple(sorted({p for p, _ in variants} - {'fp32'}))
+    backends = ('onnxruntime', 'tensorrt') if ('int8', 's8') in variants else ('onnxruntime',)
+    if precisions:
+        build_variants(model_dir, VariantConfig(precisions=precisions, backends=backends))
+    return True
+
+
+def model_shape(card: ModelCard) -> tuple[int, int, int]:
+    size = card.preprocessing.input_size
+    return size, size, 3
+
+
+def embeddings(engine: OnnxRuntimeEngine, card: ModelCard, crops: np.ndarray) -> np.ndarray:
+    out = [
+        engine.infer({card.input_name: crops_batch(crops[s : s + 32], card.preprocessing)})[
+            EMBEDDING_OUTPUT
+        ]
+        for s in range(0, len(crops), 32)
+    ]
+    return np.concatenate(out).reshape(len(crops), -1)
+
+
+def patient_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import GroupKFold
+
+    fold = np.zeros(len(groups), np.int64)
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, index) in enumerate(splitter.split(np.zeros(len(groups)), groups=groups)):
+        fold[index] = k
+    return fold
+
+
+def fit_gate(parts: dict, clinical_fold: np.ndarray | None, k: int) -> Gate:
+    """The gate fitted with clinical fold k held out (fold k+1 sets the clinical bound)."""
+    references, val_crops = [], [parts['val']['crops']]
+    ham = Reference.fit('dermoscopy', parts['reference']['emb'])
+    bound = np.quantile(ham.distance(parts['val']['emb']), BOUND_QUANTILE)
+    references.append(Reference(ham.domain, ham.mean, ham.precision, float(bound)))
+    if clinical_fold is not None:
+        bound_fold = (k + 1) % CLINICAL_FOLDS
+        fit = (clinical_fold != k) & (clinical_fold != bound_fold)
+        own = Reference.fit('clinical', parts['clinical']['emb'][fit])
+        held = parts['clinical']['emb'][clinical_fold == bound_fold]
+        bound = np.quantile(own.distance(held), BOUND_QUANTILE)
+        references.append(Reference(own.domain, own.mean, own.precision, float(bound)))
+        val_crops.append(parts['clinical']['crops'][clinical_fold == bound_fold])
+    q = quality(np.concatenate(val_crops))
+    low, high = QUALITY_QUANTILE, 1 - QUALITY_QUANTILE
+    return Gate(
+        min_luminance=QUALITY_MARGIN * float(np.quantile(q['luminance'], low)),
+        max_clipped=max(MIN_CLIPPED, float(np.quantile(q['clipped'], high))),
+        min_sharpness=float(np.quantile(q['sharpness'], low)),
+        min_chroma=QUALITY_MARGIN * float(np.quantile(q['chroma'], low)),
+        references=tuple(references),
+    )
+
+
+def judged(gate: Gate, crops: np.ndarray, emb: np.ndarray) -> dict:
+    reasons = gate.reasons(crops, emb)
+    flagged = [r for r in reasons if r]
+    return {
+        'images': len(reasons),
+        'flagged': len(flagged),
+        'rate': len(flagged) / max(1, len(reasons)),
+        'reasons': dict(Counter(flagged)),
+    }
+
+
+def collect(model_dir: Path, clinical: Path | None, seed: int) -> dict:
+    """Crops of every set (engine-independent), by name."""
+    card = ModelCard.load(model_dir)
+    spec = card.preprocessing
+    data, fold = split_set(model_dir)
+    held = int(card.data.get('heldout_fold', 0))
+    val = release_validation(model_dir)
+    pool = [i for i in np.nonzero(fold != held)[0] if data.ids[i] not in set(val.ids)]
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(pool, min(REFERENCE_IMAGES, len(pool)), replace=False))
+    sets = {
+        'reference': gate_sets.load_crops([data.paths[i] for i in pick], spec),
+        'val': gate_sets.load_crops(val.paths, spec),
+        'heldout': gate_sets.load_crops(
+            [data.paths[i] for i in np.nonzero(fold == held)[0]], spec
+        ),
+    }
+    photos, parts = gate_sets.non_lesion_photos(seed)
+    sets['photographs'] = gate_sets.crops(photos, spec)
+    sets['photograph parts'] = gate_sets.crops(parts, spec)
+    sets['synthetic'] = gate_sets.crops(gate_sets.synthetic_frames(seed), spec)
+    fullres = Path(card.data.get('root', '')).parent / 'ham10000_fullres_sample'
+    if (fullres / 'labels.csv').is_file():
+        originals = [gate_sets.load_rgb(p) for p in gate_sets.labelled_folder(fullres, 'image')[0]]
+        sets['full-resolution dermoscopy'] = gate_sets.crops(originals, spec)
+        for name, images in gate_sets.spoiled(originals).items():
+            sets[name] = gate_sets.crops(images, spec)
+    out = {name: {'crops': c} for name, c in sets.items()}
+    if clinical is not None:
+        paths, groups = gate_sets.labelled_folder(clinical, 'patient_id')
+        out['clinical'] = {'crops': gate_sets.load_crops(paths, spec), 'groups': groups}
+    return out
+
+
+def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, seed: int = 0):
+    model_dir = Path(model_dir)
+    ensure_embedding(model_dir)
+    parts = collect(model_dir, Path(clinical) if clinical else None, seed)
+    clinical_fold = None
+    if 'clinical' in parts:
+        clinical_fold = patient_folds(parts['clinical']['groups'], CLINICAL_FOLDS, seed)
+    card = ModelCard.load(model_dir)
+    gates, evaluation = {}, {}
+    for file_name, info in card.files.items():
+        if 'precision' not in info:
+            continue
+        engine = OnnxRuntimeEngine(model_dir / file_name, Precision(info['precision']))
+        for part in parts.values():
+            part['emb'] = embeddings(engine, card, part['crops'])
+        engine.close()
+        gate = fit_gate(parts, clinical_fold, 0)
+        gates[file_name] = gate.to_dict()
+        report = {
+            name: judged(gate, p['crops'], p['emb'])
+            for name, p in parts.items()
+            if name not in ('reference', 'val', 'clinical')
+        }
+        if clinical_fold is not None:
+            report |= clinical_report(parts, clinical_fold)
+        evaluation[file_name] = report
+        print(f'{file_name}: ' + ', '.join(f'{k} {v["rate"]:.3f}' for k, v in report.items()))
+    path = model_dir / GATE_FILE
+    path.write_text(json.dumps(gates) + '\n')
+    card = ModelCard.load(model_dir)
+    card.add_file(path)
+    card.gate = {
+        'file': GATE_FILE,
+        'embedding_output': EMBEDDING_OUTPUT,
+        'chosen_on': {
+            'reference': f'{len(parts["reference"]["crops"])} HAM10000 training-fold images'
+            + (
+                ', clinical photographs of 3 of 5 patient folds'
+                if clinical_fold is not None
+                else ''
+            ),
+            'bounds': f'{BOUND_QUANTILE:.0%} of validation distances; quality limits at the '
+            f'{QUALITY_QUANTILE:.2%} / {1 - QUALITY_QUANTILE:.2%} quantiles of validation images',
+            'clinical': str(clinical) if clinical else None,
+            'seed': seed,
+        },
+        'evaluation': evaluation,
+    }
+    card.save(model_dir)
+    return card.gate
+
+
+def clinical_report(parts: dict, clinical_fold: np.ndarray) -> dict:
+    """Clinical photographs of patients outside fitting and bounds: fold 0 under the shipped
+    gate, and every fold under the gate fitted without it (pooled, with the per-fold spread)."""
+    c = parts['clinical']
+    rates, flagged = [], 0
+    for k in range(CLINICAL_FOLDS):
+        gate = fit_gate(parts, clinical_fold, k)
+        m = clinical_fold == k
+        result = judged(gate, c['crops'][m], c['emb'][m])
+        rates.append(result['rate'])
+        flagged += result['flagged']
+        if k == 0:
+            shipped = result
+    return {
+        'clinical (held-out patients)': shipped,
+        'clinical (5 patient folds)': {
+            'images': len(clinical_fold),
+            'flagged': flagged,
+            'rate': flagged / len(clinical_fold),
+            'fold_rates': rates,
+            'reasons': {},
+        },
+    }

@@ -1,0 +1,176 @@
+"""Operating points of a model folder: thresholds from the CV, calibration per variant engine.
+
+    python -m training operating-points data/models/mobilenetv2-a0.5 --cv-run RUN [RUN ...]
+
+1. Pooled out-of-fold predictions: every fold model of the cross-validation (a training run's
+   fold_logits.npz) scores its own test fold, calibrated with that fold's validation calibration
+   (metrics.json). The held-out fold of the release model is left out, so its figures stay
+   unseen by every choice made here.
+2. Thresholds on that pooled calibrated probability: 'screening' = the highest threshold with
+   recall >= 0.90, 'balanced' = max F1; each fold's own threshold gives the spread.
+3. Each variant file (fp32, fp16, int8-u8, int8-s8) scores the SAME validation images (the release
+   model's inner validation) through its own engine and gets its own calibration, so a
+   calibrated probability, and hence each threshold, means the same at every precision.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from skin_screening.core.engines import EngineError, open_engine
+from skin_screening.core.metrics import binary_report, choose_threshold, fit_calibration
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.postprocess import per_frame, sigmoid
+from skin_screening.core.precision import Backend, Precision
+from skin_screening.core.preprocess import load_rgb, prepare_batch
+
+from .data import DataError, release_validation, split_set
+from .distill import TEACHER_FILE
+
+SCREENING_RECALL = 0.90
+DEFAULT_POINT = 'screening'  # a screening tool's default: miss as few cancers as it can
+REPORTED = ('recall', 'specificity', 'f1', 'precision')
+
+
+def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (y, calibrated probability, fold) of every image outside the held-out fold, each
+    scored by the CV model that did not train on it."""
+    card = ModelCard.load(model_dir)
+    held = int(card.data.get('heldout_fold', 0))
+    data, fold = split_set(model_dir)
+    probability = np.full(len(data), np.nan)
+    for run in cv_runs:
+        saved = np.load(run / TEACHER_FILE)
+        if list(saved['ids']) != list(data.ids) or not np.array_equal(saved['fold'], fold):
+            raise DataError(f'{run} used other images or another split than {model_dir}')
+        folds = {f['fold']: f for f in json.loads((run / 'metrics.json').read_text())['cv_folds']}
+        for row, k in enumerate(saved['folds']):
+            k = int(k)
+            if k == held:
+                continue
+            test = fold == k
+            z = saved['logits'][row][test] / folds[k]['temperature'] + folds[k]['bias']
+            probability[test] = sigmoid(z)
+    scored = np.isfinite(probability)
+    missing = sorted(set(np.unique(fold[fold != held])) - set(np.unique(fold[scored])))
+    if missing:
+        raise DataError(f'no CV model scored fold(s) {missing}: pass the runs that trained them')
+    return data.y[scored], probability[scored], fold[scored]
+
+
+def choose_points(y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
+    """Thresholds on the pooled predictions, with each fold's own threshold as the spread."""
+    rules = {
+        'screening': ('min_sensitivity', f'recall >= {SCREENING_RECALL:.2f}'),
+        'balanced': ('max_f1', 'max F1'),
+    }
+    points = {}
+    for name, (policy, criterion) in rules.items():
+        threshold = choose_threshold(y, p, policy, SCREENING_RECALL)
+        pooled = binary_report(y, p, threshold)
+        per_fold = []
+        for k in np.unique(fold):
+            m = fold == k
+            own = choose_threshold(y[m], p[m], policy, SCREENING_RECALL)
+            at_pooled = binary_report(y[m], p[m], threshold)
+            per_fold.append({'fold': int(k), 'own_threshold': own} | _pick(at_pooled))
+        points[name] = {
+            'threshold': threshold,
+            'criterion': criterion,
+            'pooled_oof': _pick(pooled) | {'n': pooled['n'], 'positives': pooled['positives']},
+            'folds': per_fold,
+            'spread': {
+                key: {'mean': float(np.mean(v)), 'std': float(np.std(v))}
+                for key in ('own_threshold', *REPORTED)
+                for v in [[f[key] for f in per_fold]]
+            },
+        }
+    return points
+
+
+def _pick(report: dict) -> dict:
+    return {k: float(report[k]) for k in REPORTED}
+
+
+def variant_logits(model_dir: Path, file_name: str, info: dict, images: np.ndarray) -> tuple:
+    """Logits of a variant file on preprocessed images through its own engine -> (logits,
+    engine name). A TensorRT-flavour file is run by ONNX Runtime where TensorRT is absent."""
+    precision = Precision(info['precision'])
+    backend = Backend.TENSORRT if info.get('flavour') == 's8' else Backend.ONNXRUNTIME
+    try:
+        engine = open_engine(model_dir, precision, backend)
+    except EngineError:
+        if backend is Backend.ONNXRUNTIME:
+            raise
+        from skin_screening.core.engines.onnxruntime import OnnxRuntimeEngine
+
+        engine, backend = OnnxRuntimeEngine(model_dir / file_name, precision), Backend.ONNXRUNTIME
+    card = ModelCard.load(model_dir)
+    try:
+        out = [
+            engine.infer({card.input_name: images[s : s + 32]})[card.output_name]
+            for s in range(0, len(images), 32)
+        ]
+    finally:
+        engine.close()
+    return np.concatenate(out), backend.value
+
+
+def calibrate_variants(model_dir: Path) -> dict:
+    card = ModelCard.load(model_dir)
+    val = release_validation(model_dir)
+    views = card.decision.views
+    images = prepare_batch([load_rgb(p) for p in val.paths], card.preprocessing, views)
+    calibration = {}
+    for file_name, info in card.files.items():
+        if 'precision' not in info:
+            continue
+        card.verify(model_dir / file_name)
+        logits, engine = variant_logits(model_dir, file_name, info, images)
+        temperature, bias = fit_calibration(val.y, per_frame(logits, views))
+        calibration[file_name] = {
+            'temperature': temperature,
+            'bias': bias,
+            'engine': engine,
+            'mean_logit': float(np.mean(logits)),
+        }
+        print(f'{file_name}: T {temperature:.3f} b {bias:+.3f} ({engine}, {len(val)} images)')
+    return calibration
+
+
+def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> dict:
+    model_dir = Path(model_dir)
+    runs = [Path(r) for r in cv_runs]
+    y, p, fold = pooled_oof(model_dir, runs)
+    points = choose_points(y, p, fold)
+    calibration = calibrate_variants(model_dir)
+    val = release_validation(model_dir)
+    card = ModelCard.load(model_dir)
+    card.operating_points = {
+        'default': DEFAULT_POINT,
+        'points': points,
+        'calibration': calibration,
+        'chosen_on': {
+            'thresholds': 'pooled out-of-fold predictions of CV folds '
+            f'{sorted(set(fold.tolist()))} ({len(y)} images, {int(y.sum())} positives), '
+            'held-out fold excluded',
+            'calibration': f'inner validation of the release model ({len(val)} images, '
+            f'{int(val.y.sum())} positives, {len(set(val.groups))} lesions), every variant '
+            'through its own engine',
+            'cv_runs': [r.name for r in runs],
+        },
+    }
+    # The card's single rule (read by tools that know no operating points): FP32 at the default.
+    card.decision = card.rule('model.fp32.onnx')[0]
+    card.save(model_dir)
+    for name, point in points.items():
+        s = point['spread']
+        print(
+            f'{name}: threshold {point["threshold"]:.4f} (folds: {s["own_threshold"]["mean"]:.3f}'
+            f' ± {s["own_threshold"]["std"]:.3f}); pooled recall '
+            f'{point["pooled_oof"]["recall"]:.3f}, specificity '
+            f'{point["pooled_oof"]["specificity"]:.3f}, F1 {point["pooled_oof"]["f1"]:.3f}'
+        )
+    return card.operating_points
