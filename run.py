@@ -1,6 +1,6 @@
 """The main job: variants -> evaluation bag -> replay through the nodes per precision -> table.
 
-    uv run run.py                   # embedded default: data/samples + data/models/mobilenetv2-a0.5
+    uv run run.py                   # embedded default: data/samples + data/models/mobilenetv2-a1.0
     uv run run.py --data ../shared/datasets/ham10000 --format ham10000 --heldout-only
     uv run run.py --data ../shared/datasets/pad_ufes_20 --format pad_ufes_20   # clinical photos
     uv run run.py --bag my_recording --precisions int8
@@ -25,11 +25,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-DEFAULT_MODEL = REPO / 'data' / 'models' / 'mobilenetv2-a0.5'
 DEFAULT_DATA = REPO / 'data' / 'samples'
 # This checkout's code, also when a sourced colcon install (`source install/setup.bash`) has put
 # an installed copy of skin_screening on PYTHONPATH ahead of it; the nodes run.py starts follow.
 sys.path[:0] = [str(REPO), str(REPO / 'ros_ws' / 'src' / 'skin_screening')]
+from skin_screening.core.model_card import DEFAULT_MODEL as _MODEL  # noqa: E402
+
+DEFAULT_MODEL = REPO / _MODEL
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -225,15 +227,16 @@ def print_operational(rows: list[dict]) -> None:
     """The table of a bag without labels: what happened, not how accurate it was."""
     print(
         f'\n{"precision":<9} {"frames":>6} {"answered":>8} {"lost":>4} {"latency ms":>10} '
-        f'{"engine ms":>9} {"fps":>6} {"other":>5} {"cancer":>6} {"refer":>5} {"alerts":>6}'
-        '  energy'
+        f'{"engine ms":>9} {"fps":>6} {"other":>5} {"cancer":>6} {"refer":>5} {"unass.":>6} '
+        f'{"alerts":>6}  energy'
     )
     for r in rows:
         print(
             f'{r["precision"]:<9} {r["frames"]:>6} {r["answered"]:>8} {r["unanswered"]:>4} '
             f'{r["latency_median_ms"]:>10.2f} {r["inference_median_ms"]:>9.2f} '
             f'{r["throughput_fps"]:>6.1f} {r["decisions_other"]:>5} '
-            f'{r["decisions_skin_cancer"]:>6} {r["decisions_refer"]:>5} {r["alerts_raised"]:>6}  '
+            f'{r["decisions_skin_cancer"]:>6} {r["decisions_refer"]:>5} '
+            f'{r["decisions_unassessable"]:>6} {r["alerts_raised"]:>6}  '
             f'{energy_text(r)}'
         )
     print(

@@ -30,7 +30,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
-MODEL = REPO / 'data' / 'models' / 'mobilenetv2-a0.5'
+from skin_screening.core.model_card import DEFAULT_MODEL  # noqa: E402
+
+MODEL = REPO / DEFAULT_MODEL
 OUT = REPO / 'data' / 'benchmarks' / 'findings'
 
 

@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from skin_screening.core.classifier import Classifier  # noqa: E402
+from skin_screening.core.model_card import DEFAULT_MODEL  # noqa: E402
 from skin_screening.core.preprocess import load_rgb  # noqa: E402
 
-MODEL = REPO / 'data' / 'models' / 'mobilenetv2-a0.5'
+MODEL = REPO / DEFAULT_MODEL
 
 
 def frames(count: int) -> list:

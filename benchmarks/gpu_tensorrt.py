@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from skin_screening.core.engines.tensorrt import import_cuda, import_tensorrt  # noqa: E402
+from skin_screening.core.model_card import DEFAULT_MODEL  # noqa: E402
 
 from training.evaluate import evaluate_variants, print_table  # noqa: E402
 from training.variants import VariantConfig, build_variants  # noqa: E402
@@ -25,7 +26,7 @@ from training.variants import VariantConfig, build_variants  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--model-dir', type=Path, default=REPO / 'data/models/mobilenetv2-a0.5')
+    p.add_argument('--model-dir', type=Path, default=REPO / DEFAULT_MODEL)
     p.add_argument('--limit', type=int, default=None)
     args = p.parse_args()
     trt, cuda = import_tensorrt(), import_cuda()  # one clear error where they are missing

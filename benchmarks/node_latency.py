@@ -48,11 +48,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import Image  # noqa: E402
 from skin_screening.core.classifier import Classifier  # noqa: E402
 from skin_screening.core.frames import rgb_to_fields, stamp_to_ns  # noqa: E402
+from skin_screening.core.model_card import DEFAULT_MODEL  # noqa: E402
 from skin_screening.core.preprocess import load_rgb  # noqa: E402
 from skin_screening_msgs.msg import Diagnosis  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-MODEL = REPO / 'data/models/mobilenetv2-a0.5'
+MODEL = REPO / DEFAULT_MODEL
 FULLRES = REPO.parent / 'shared/datasets/ham10000_fullres_sample/images'
 
 

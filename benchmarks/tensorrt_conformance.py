@@ -1,7 +1,7 @@
 """Issue 20 table: the TensorRT backend against the real bindings of TensorRT 8.6.1 / 10.3.0 / 11.4
 and the shipped variants against onnx-tensorrt's operator support matrix.
 
-    uv run python benchmarks/tensorrt_conformance.py [--model-dir data/models/mobilenetv2-a0.5]
+    uv run python benchmarks/tensorrt_conformance.py [--model-dir data/models/mobilenetv2-a1.0]
 
 Downloads the bindings wheels (pip, cached in data/cache/tensorrt-bindings), then per version:
 the names the backend reads unconditionally (all must be bound), the branch-dependent names it
@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'ros_ws/src/skin_screening'))
+from skin_screening.core.model_card import DEFAULT_MODEL  # noqa: E402
 
 
 def main() -> int:
@@ -36,7 +37,7 @@ def main() -> int:
     )
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--model-dir', type=Path, default=REPO / 'data/models/mobilenetv2-a0.5')
+    p.add_argument('--model-dir', type=Path, default=REPO / DEFAULT_MODEL)
     p.add_argument('--out', type=Path, default=REPO / 'data/benchmarks/tensorrt')
     args = p.parse_args()
     cache = REPO / 'data/cache/tensorrt-bindings'

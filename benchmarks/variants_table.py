@@ -18,6 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from skin_screening.core.model_card import DEFAULT_MODEL  # noqa: E402
+
 from training.evaluate import evaluate_variants, print_table  # noqa: E402
 from training.variants import VariantConfig, build_variants  # noqa: E402
 
@@ -56,7 +58,7 @@ def calibration_experiment(model_dir: Path, limit: int | None, threads: int) -> 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--model-dir', type=Path, default=REPO / 'data/models/mobilenetv2-a0.5')
+    p.add_argument('--model-dir', type=Path, default=REPO / DEFAULT_MODEL)
     p.add_argument('--limit', type=int, default=None, help='held-out images to score')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--backend', nargs='+', default=['onnxruntime', 'tensorrt'])

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from skin_screening.core.model_card import DEFAULT_MODEL
 from skin_screening.launching import ros_environment
 
 # Any rclpy used in this process, and every child it starts, stays on this machine.
@@ -68,7 +69,7 @@ def ham_fullres() -> Path:
     return HAM_FULLRES
 
 
-MODEL = REPO / 'data' / 'models' / 'mobilenetv2-a0.5'
+MODEL = REPO / DEFAULT_MODEL
 SAMPLES = REPO / 'data' / 'samples'
 
 
@@ -112,6 +113,7 @@ def small_run(ham, tmp_path_factory):
             'train.views=2',
             'train.head_epochs=1',
             'train.finetune_epochs=1',
+            'model.alpha=0.5',
             f'model.weights={WEIGHTS_05}',
             f'out_dir={out}',
             f'cache_dir={out / "cache"}',

@@ -84,9 +84,12 @@ def model_with_variants(run_dir, model_dir, *precisions: str):
     return model_dir
 
 
-def diagnose_frames(model_dir, frames, env: dict, tmp_path, **params) -> tuple[list, list]:
-    """Run the inference node on `model_dir`, publish `frames` (stamps 1, 2, ... s) reliably and
-    collect (every Diagnosis, the CAM images that arrived)."""
+def diagnose_frames(
+    model_dir, frames, env: dict, tmp_path, alerts: list | None = None, **params
+) -> tuple[list, list]:
+    """Run the inference node on `model_dir`, publish `frames` (stamps 1, 2, ... s; frames[0]
+    also at stamp 0 first, to match) reliably and collect (every Diagnosis, the CAM images that
+    arrived); with `alerts`, also the Alerts (up to 3 s after the last Diagnosis)."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from skin_screening.core.frames import rgb_to_fields
@@ -109,6 +112,10 @@ def diagnose_frames(model_dir, frames, env: dict, tmp_path, **params) -> tuple[l
         with probe_node() as node:
             node.create_subscription(Diagnosis, 'diagnosis', got.append, reliable)
             node.create_subscription(Image, 'diagnosis/cam', cams.append, qos_profile_sensor_data)
+            if alerts is not None:
+                from skin_screening_msgs.msg import Alert
+
+                node.create_subscription(Alert, 'alert', alerts.append, reliable)
             pub = node.create_publisher(Image, 'image_raw', reliable)
             wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the inference node')
             answered(node, pub, got, frames[0])  # (stamp 0: left out of what is returned)
@@ -120,6 +127,8 @@ def diagnose_frames(model_dir, frames, env: dict, tmp_path, **params) -> tuple[l
                 60,
                 f'{len(frames)} diagnoses',
             )
+            if alerts is not None:
+                time.sleep(3.0)  # published right after its Diagnosis: let it arrive
             if params.get('publish_cam'):
                 wait_for(
                     lambda: sum(c.header.stamp.sec > 0 for c in cams) >= len(frames) - 1,

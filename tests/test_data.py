@@ -76,7 +76,7 @@ def test_imagenet_weights_fall_back_to_the_local_copy_offline(monkeypatch, tmp_p
     monkeypatch.setenv('KERAS_HOME', str(tmp_path))
     monkeypatch.setattr(keras.utils, 'get_file', offline)
     for size in (224, 288):  # Keras loads its 224 weights for unpublished sizes
-        config = ModelConfig(input_size=size, weights_fallback=str(WEIGHTS_05))
+        config = ModelConfig(alpha=0.5, input_size=size, weights_fallback=str(WEIGHTS_05))
         path, source = resolve_weights(config)
         assert path == str(WEIGHTS_05) and 'local file' in source and 'sha256 279052de' in source
     with pytest.raises(TrainingError, match='could not be downloaded'):

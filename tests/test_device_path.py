@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from skin_screening.core.bags import LabelledFrame, write_bag
+from skin_screening.core.model_card import DEFAULT_MODEL
 from skin_screening.launching import parse_launch
 
 from tests.device_env import REPO, Unavailable, activated, device_env
@@ -87,8 +88,9 @@ def check_install(install: Path) -> None:
         'launch/replay.launch.xml',
         'launch/fastdds.xml',
         'launch/params/inference.yaml',
-        'data/models/mobilenetv2-a0.5/model_card.json',
-        'data/models/mobilenetv2-a0.5/model.int8-u8.onnx',
+        f'{DEFAULT_MODEL}/model_card.json',
+        f'{DEFAULT_MODEL}/model.int8-u8.onnx',
+        'data/models/mobilenetv2-a0.5/model_card.json',  # the zoo comes along
     ):
         assert (share / name).is_file(), name
     nodes = install / 'skin_screening' / 'lib' / 'skin_screening'
@@ -195,6 +197,7 @@ def camera_folder(tmp_path, sample_frames) -> Path:
 def test_wearable_launch_matches_the_stand_in_and_stops_cleanly(
     flavour, sig, installed, camera_folder, ros_env, tmp_path
 ):
+    from diagnostic_msgs.msg import DiagnosticArray
     from skin_screening_msgs.msg import Diagnosis
 
     args = {
@@ -204,13 +207,26 @@ def test_wearable_launch_matches_the_stand_in_and_stops_cleanly(
         'backend': 'onnxruntime',
     }
     log = tmp_path / 'launch.log'
-    got = []
+    got, recorded = [], []
+
+    def on_status(msg) -> None:  # the recorder's row count, from its /diagnostics
+        recorded.extend(
+            int(v.value)
+            for s in msg.status
+            if 'recorder' in s.name
+            for v in s.values
+            if v.key == 'diagnoses_rows'
+        )
+
     with probe_node() as node:
         node.create_subscription(Diagnosis, 'diagnosis', got.append, 10)
+        node.create_subscription(DiagnosticArray, '/diagnostics', on_status, 10)
         proc = ros2_launch(flavour, installed, ros_env, log, 'wearable.launch.xml', **args)
         try:
             wait_for(lambda: got or proc.poll() is not None, 120, 'a Diagnosis')
             assert got, log.read_text()[-3000:]
+            # stopped only once the recorder holds a row (it may match after this probe did)
+            wait_for(lambda: any(recorded) or proc.poll() is not None, 60, 'a recorded row')
             assert got[-1].precision == 'fp16'
             for spec in parse_launch(LAUNCH / 'wearable.launch.xml', args):
                 expected = spec.all_params()

@@ -15,7 +15,7 @@ def test_each_variant_runs_real_images(ham_model, sample_frames, precision):
     assert scores.probability.shape == (8,) and np.all(
         (scores.probability >= 0) & (scores.probability <= 1)
     )
-    assert ms > 0 and clf.model_id.startswith('mobilenetv2-a0.5@')
+    assert ms > 0 and clf.model_id.startswith(f'{clf.card.name}@')
     assert clf.engine.inputs[0].shape == (None, 224, 224, 3)
 
 

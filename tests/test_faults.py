@@ -83,7 +83,7 @@ def model_copy(ham_model, tmp_path):
 def test_model_id_is_the_hash_of_the_file_loaded(model_copy):
     clf = Classifier(model_copy, 'int8')
     digest = sha256_file(model_copy / 'model.int8-u8.onnx')
-    assert clf.model_id == f'mobilenetv2-a0.5@{digest[:8]}'
+    assert clf.model_id == f'{ModelCard.load(model_copy).name}@{digest[:8]}'
 
 
 def test_flipped_weight_bytes_are_refused(model_copy):

@@ -4,10 +4,12 @@ the evidence store alone, then a real replayed session read in a real browser.""
 import csv
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from skin_screening.core.findings import FindingsStore
+from skin_screening.core.model_card import DEFAULT_MODEL
 
 from tests.browser import chromium, load, photo_tiles, screenshot
 from tests.conftest import REPO
@@ -94,7 +96,7 @@ def session(tmp_path_factory, sample_frames):
 
     from tests.conftest import _domains
 
-    model = REPO / 'data' / 'models' / 'mobilenetv2-a0.5'
+    model = REPO / DEFAULT_MODEL
     frames, y = sample_frames
     clf = Classifier(model, 'fp32', 'onnxruntime')
     p = np.concatenate(
@@ -132,7 +134,9 @@ def test_a_replayed_session_keeps_the_evidence_of_each_alert(session):
         assert all((folder / f'{s}.jpg').stat().st_size > 5000 for s in kept)  # real frames
         assert any((folder / f'{s}.cam.jpg').is_file() for s in kept)  # late overlays too
         record = json.loads((folder / f'{min(kept)}.json').read_text())
-        assert record['model_id'].startswith('mobilenetv2-a0.5@') and record['has_frame']
+        assert (
+            record['model_id'].startswith(f'{Path(DEFAULT_MODEL).name}@') and record['has_frame']
+        )
 
 
 @pytest.mark.ros

@@ -24,9 +24,10 @@ from tests.nodes_helpers import (
 @pytest.mark.ros
 def test_refer_is_forced_through_the_node(ros_env, tmp_path, ham_model, sample_frames):
     """The shipped card refers nothing; a referral bound given as a parameter must make the node
-    REFER exactly the frames whose entropy (computed here from the published probability, by
-    hand) exceeds it, and decide the rest by the threshold."""
-    bound = 0.45  # nats; the binary entropy is at most ln 2 = 0.693
+    REFER exactly the frames whose referral score (the card's: entropy or ambiguity, computed
+    here from the published probability, by hand) exceeds it, and decide the rest by the
+    threshold."""
+    bound = 0.45  # entropy is at most ln 2 = 0.693 nats; ambiguity at most 1
     got, _ = diagnose_frames(
         ham_model, sample_frames[0][:16], ros_env, tmp_path, referral_threshold=bound
     )
@@ -36,11 +37,15 @@ def test_refer_is_forced_through_the_node(ros_env, tmp_path, ham_model, sample_f
             assert d.unassessable_reason
             continue
         p = float(np.clip(d.probability, 1e-7, 1 - 1e-7))
-        entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-        if abs(entropy - bound) < 1e-4:
+        logit = np.log(p / (1 - p)) - np.log(d.threshold / (1 - d.threshold))
+        by_hand = {
+            'entropy': -(p * np.log(p) + (1 - p) * np.log(1 - p)),
+            'ambiguity': np.exp(-abs(logit)),
+        }[d.referral_score]
+        if abs(by_hand - bound) < 1e-4:
             continue  # float32 rounding at the bound
-        expected = 'refer' if entropy > bound else ('skin_cancer' if p >= d.threshold else 'other')
-        assert d.label == expected, (p, entropy, d.label)
+        expected = 'refer' if by_hand > bound else ('skin_cancer' if p >= d.threshold else 'other')
+        assert d.label == expected, (p, d.referral_score, by_hand, d.label)
         labels.append(d.label)
     assert 'refer' in labels and {'other', 'skin_cancer'} & set(labels)
 

@@ -256,7 +256,7 @@ def test_bad_input_gives_diagnostics_not_diagnoses(ros_env, tmp_path, ham_model,
     finally:
         stop(*procs)
     assert [(d.header.stamp.sec, d.model_id.split('@')[0]) for d in diagnoses] == [
-        (4, 'mobilenetv2-a0.5')
+        (4, ModelCard.load(ham_model).name)
     ]
     assert all(p.returncode in (0, -2) for p in procs)  # no crash
     log = (tmp_path / 'ok.log').read_text()

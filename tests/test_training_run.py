@@ -107,7 +107,7 @@ def test_export_refuses_a_model_that_does_not_match_keras(tmp_path, ham):
     from training.export import export_verified
     from training.model import TrainingError, build_model
 
-    model = build_model(ModelConfig(weights=str(WEIGHTS_05)))
+    model = build_model(ModelConfig(alpha=0.5, weights=str(WEIGHTS_05)))
     x = np.stack(
         [prepare(load_rgb(p), card_spec()) for p in sorted((ham / 'images').glob('*.jpg'))[:4]]
     )
@@ -140,6 +140,7 @@ def test_full_recipe_trains_from_augmented_images(ham, tmp_path):
             'train.batch_size=16',
             'train.tta_views=2',
             'model.input_size=96',
+            'model.alpha=0.5',
             f'model.weights={WEIGHTS_05}',
             f'out_dir={tmp_path}',
             'export.check_images=4',

@@ -35,14 +35,24 @@ def _keras_file_name(config: ModelConfig) -> str:
 
 
 def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
-    """-> (argument for keras.applications, provenance text). Downloads happen here, if at all."""
+    """-> (argument for keras.applications, provenance text naming the file and its sha256).
+    Downloads happen here, if at all."""
+    path, source = _resolve_weights(config)
+    if path and 'sha256' not in source:
+        from skin_screening.core.model_card import sha256_file
+
+        source = source[:-1] + f', sha256 {sha256_file(path)})' if source.endswith(')') else source
+    return path, source
+
+
+def _resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
     choice = config.weights
     if choice == 'none':
         return None, 'random initialisation'
     if choice != 'imagenet':
         if not Path(choice).is_file():
             raise TrainingError(f'weights file {choice} not found')
-        return choice, f'file {choice}'
+        return choice, f'file ({choice})'
     keras = import_keras()
     name = _keras_file_name(config)
     home = os.environ.get('KERAS_HOME', '~/.keras')

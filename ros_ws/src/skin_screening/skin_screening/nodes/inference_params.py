@@ -6,6 +6,7 @@ the rest are read at start.
 
 from __future__ import annotations
 
+from ..core.model_card import DEFAULT_MODEL
 from ..core.precision import Backend, Precision
 
 SWAP_PARAMS = {
@@ -21,7 +22,7 @@ RO = {'read_only': True}
 PARAMETERS = [
     (
         'model_dir',
-        'data/models/mobilenetv2-a0.5',
+        DEFAULT_MODEL,
         'Folder with model_card.json and the ONNX variants.',
         RO,
     ),
