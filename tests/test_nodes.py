@@ -46,6 +46,17 @@ class Watch:
             DiagnosticArray, '/diagnostics', lambda m: self.status.extend(m.status), RELIABLE
         )
 
+    def recorded(self) -> int:
+        """The most diagnosis rows the recorder has reported on /diagnostics."""
+        rows = [
+            int(v.value)
+            for s in self.status
+            if s.name.split(':')[0] == 'recorder'
+            for v in s.values
+            if v.key == 'diagnoses_rows'
+        ]
+        return max(rows, default=0)
+
     def has_status(self, node: str, level=None, text: str = '') -> bool:
         """A /diagnostics status from the node named `node` (at `level`, containing `text`)."""
         return any(
@@ -130,6 +141,8 @@ def test_four_nodes_end_to_end(ros_env, tmp_path, ham_model, camera_folder):
             assert set_precision(node, 'int8').successful
             switched_at = len(watch.diagnoses)
             wait_for(lambda: len(watch.diagnoses) >= 20, 60, 'all 20 diagnoses')
+            # the recorder is a subscriber like this probe, and may lag behind it under load
+            wait_for(lambda: watch.recorded() >= 20, 30, 'the recorder to write all 20')
             wait_for(
                 lambda: watch.has_status('power_monitor', DiagnosticStatus.WARN, 'not measuring'),
                 10,
