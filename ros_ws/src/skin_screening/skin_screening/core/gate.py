@@ -12,8 +12,9 @@ it marks the frames it must not judge, as a distinct decision that never raises 
   engine call) to each reference domain (dermoscopy, clinical photographs), in units of that
   domain's bound; a frame far from every domain is 'not a lesion image'.
 
-Every limit is chosen on validation lesion images (training/gate.py) and stored in the model
-card per variant file: each precision's embedding comes through its own engine.
+Every limit is chosen on validation lesion images (training/gate.py) and stored per variant
+file in the model folder's gate.json (its sha256 in the card): each precision's embedding comes
+through its own engine.
 """
 
 from __future__ import annotations
