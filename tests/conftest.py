@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,16 @@ def ham_fullres() -> Path:
 
 MODEL = REPO / DEFAULT_MODEL
 SAMPLES = REPO / 'data' / 'samples'
+
+
+def result_py(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """result.py run as a user runs it, with its output captured."""
+    return subprocess.run(
+        [sys.executable, str(REPO / 'result.py'), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope='session')

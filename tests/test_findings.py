@@ -12,7 +12,7 @@ from skin_screening.core.findings import FindingsStore
 from skin_screening.core.model_card import DEFAULT_MODEL
 
 from tests.browser import chromium, load, photo_tiles, screenshot
-from tests.conftest import REPO
+from tests.conftest import REPO, result_py
 
 JPEG = b'\xff\xd8' + bytes(1000)  # 1 kB stands in for a frame in the store tests
 
@@ -202,16 +202,8 @@ def test_the_readme_consumer_gets_the_current_alert_when_it_starts_late(ros_env,
 
 
 def test_a_wrong_session_folder_is_one_clear_error(tmp_path):
-    import subprocess
-    import sys
-
     def session(folder):
-        done = subprocess.run(
-            [sys.executable, str(REPO / 'result.py'), '--session', str(folder)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = result_py('--session', folder)
         return done.returncode, done.stderr.strip()
 
     assert session(tmp_path / 'nope') == (

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MODEL, REPO, SAMPLES
+from tests.conftest import MODEL, REPO, SAMPLES, result_py
 from tests.power_tree import alternating_current, ina3221_tree
 
 
@@ -121,12 +121,7 @@ def assert_latency_covers_the_engine(run_dir: Path) -> None:
 @pytest.mark.slow
 def test_result_writes_the_plots(main_job):
     _, _, run = main_job
-    result = subprocess.run(
-        [sys.executable, str(REPO / 'result.py'), '--run', str(run)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = result_py('--run', run, timeout=300)
     assert result.returncode == 0, result.stderr
     import matplotlib.image
 
@@ -158,12 +153,7 @@ def test_missing_model_is_one_clear_error(tmp_path, ros_env):
 
 
 def test_result_without_runs_is_one_clear_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / 'result.py'), '--run', str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = result_py('--run', tmp_path)
     assert result.returncode == 2 and 'error:' in result.stderr
 
 

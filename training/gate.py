@@ -31,6 +31,7 @@ from skin_screening.core.preprocess import crops_batch
 from . import gate_sets
 from .data import DataError, release_validation, split_set
 from .graph import add_embedding_output
+from .variants import open_variant
 
 REFERENCE_IMAGES = 2000
 BOUND_QUANTILE = 0.99
@@ -86,7 +87,7 @@ def model_shape(card: ModelCard) -> tuple[int, int, int]:
     return size, size, 3
 
 
-def embeddings(engine: OnnxRuntimeEngine, card: ModelCard, crops: np.ndarray) -> np.ndarray:
+def embeddings(engine, card: ModelCard, crops: np.ndarray) -> np.ndarray:
     out = [
         engine.infer({card.input_name: crops_batch(crops[s : s + 32], card.preprocessing)})[
             EMBEDDING_OUTPUT
@@ -149,7 +150,8 @@ def collect(model_dir: Path, clinical: Path | None, seed: int) -> dict:
     data, fold = split_set(model_dir)
     held = int(card.data.get('heldout_fold', 0))
     val = release_validation(model_dir)
-    pool = [i for i in np.nonzero(fold != held)[0] if data.ids[i] not in set(val.ids)]
+    validation = set(val.ids)
+    pool = [i for i in np.nonzero(fold != held)[0] if data.ids[i] not in validation]
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(pool, min(REFERENCE_IMAGES, len(pool)), replace=False))
     sets = {
@@ -188,7 +190,7 @@ def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, see
     for file_name, info in card.files.items():
         if 'precision' not in info:
             continue
-        engine = OnnxRuntimeEngine(model_dir / file_name, Precision(info['precision']))
+        engine, _ = open_variant(model_dir, file_name)
         for part in parts.values():
             part['emb'] = embeddings(engine, card, part['crops'])
         engine.close()

@@ -38,10 +38,10 @@ def resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
     """-> (argument for keras.applications, provenance text naming the file and its sha256).
     Downloads happen here, if at all."""
     path, source = _resolve_weights(config)
-    if path and 'sha256' not in source:
+    if path:  # every provenance text of a file ends with ')': its hash goes inside
         from skin_screening.core.model_card import sha256_file
 
-        source = source[:-1] + f', sha256 {sha256_file(path)})' if source.endswith(')') else source
+        source = f'{source[:-1]}, sha256 {sha256_file(path)})'
     return path, source
 
 
@@ -68,17 +68,11 @@ def _resolve_weights(config: ModelConfig) -> tuple[str | None, str]:
         # A stand-in file must be for the same alpha (Keras' own name, or another source's
         # file named with it, e.g. mobilenet_v2_1.0_224_no_top.from_coral_qat.h5).
         if fallback and Path(fallback).is_file() and f'_{alpha}_' in Path(fallback).name:
-            from skin_screening.core.model_card import sha256_file
-
             print(
                 f'note: ImageNet weights could not be downloaded ({type(exc).__name__}); '
                 f'using the local file {fallback}'
             )
-            digest = sha256_file(fallback)
-            return (
-                fallback,
-                f'ImageNet ({name} unreachable; local file {fallback}, sha256 {digest})',
-            )
+            return fallback, f'ImageNet ({name} unreachable; local file {fallback})'
         raise TrainingError(
             f'ImageNet weights {name} could not be downloaded ({exc}). Offline? Put the file '
             f'in ~/.keras/models/, or set model.weights to a local .h5 (e.g. the alpha 0.5 '

@@ -19,15 +19,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from skin_screening.core.engines import EngineError, open_engine
 from skin_screening.core.metrics import binary_report, choose_threshold, fit_calibration
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.postprocess import per_frame, sigmoid
-from skin_screening.core.precision import Backend, Precision
 from skin_screening.core.preprocess import load_rgb, prepare_batch
 
 from .data import DataError, release_validation, split_set
 from .distill import TEACHER_FILE
+from .variants import open_variant
 
 SCREENING_RECALL = 0.90
 DEFAULT_POINT = 'screening'  # a screening tool's default: miss as few cancers as it can
@@ -94,20 +93,11 @@ def _pick(report: dict) -> dict:
     return {k: float(report[k]) for k in REPORTED}
 
 
-def variant_logits(model_dir: Path, file_name: str, info: dict, images: np.ndarray) -> tuple:
+def variant_logits(model_dir: Path, file_name: str, images: np.ndarray) -> tuple:
     """Logits of a variant file on preprocessed images through its own engine -> (logits,
-    engine name). A TensorRT-flavour file is run by ONNX Runtime where TensorRT is absent."""
-    precision = Precision(info['precision'])
-    backend = Backend.TENSORRT if info.get('flavour') == 's8' else Backend.ONNXRUNTIME
-    try:
-        engine = open_engine(model_dir, precision, backend)
-    except EngineError:
-        if backend is Backend.ONNXRUNTIME:
-            raise
-        from skin_screening.core.engines.onnxruntime import OnnxRuntimeEngine
-
-        engine, backend = OnnxRuntimeEngine(model_dir / file_name, precision), Backend.ONNXRUNTIME
+    engine name)."""
     card = ModelCard.load(model_dir)
+    engine, backend = open_variant(model_dir, file_name)
     try:
         out = [
             engine.infer({card.input_name: images[s : s + 32]})[card.output_name]
@@ -118,9 +108,9 @@ def variant_logits(model_dir: Path, file_name: str, info: dict, images: np.ndarr
     return np.concatenate(out), backend.value
 
 
-def calibrate_variants(model_dir: Path) -> dict:
+def calibrate_variants(model_dir: Path, val) -> dict:
+    """Temperature and bias per variant file, fitted on `val` through that file's engine."""
     card = ModelCard.load(model_dir)
-    val = release_validation(model_dir)
     views = card.decision.views
     images = prepare_batch([load_rgb(p) for p in val.paths], card.preprocessing, views)
     calibration = {}
@@ -128,7 +118,7 @@ def calibrate_variants(model_dir: Path) -> dict:
         if 'precision' not in info:
             continue
         card.verify(model_dir / file_name)
-        logits, engine = variant_logits(model_dir, file_name, info, images)
+        logits, engine = variant_logits(model_dir, file_name, images)
         temperature, bias = fit_calibration(val.y, per_frame(logits, views))
         calibration[file_name] = {
             'temperature': temperature,
@@ -145,8 +135,8 @@ def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> 
     runs = [Path(r) for r in cv_runs]
     y, p, fold = pooled_oof(model_dir, runs)
     points = choose_points(y, p, fold)
-    calibration = calibrate_variants(model_dir)
     val = release_validation(model_dir)
+    calibration = calibrate_variants(model_dir, val)
     card = ModelCard.load(model_dir)
     card.operating_points = {
         'default': DEFAULT_POINT,

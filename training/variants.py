@@ -228,6 +228,24 @@ def make_int8(
     return out
 
 
+def open_variant(model_dir: Path, file_name: str):
+    """A variant file of the card through its own engine -> (engine, backend that runs it).
+    A TensorRT-flavour (s8) file runs on TensorRT where it is installed, otherwise on ONNX Runtime
+    (the same file; the backend is recorded with what was fitted through it)."""
+    from skin_screening.core.engines import EngineError, open_engine
+    from skin_screening.core.engines.onnxruntime import OnnxRuntimeEngine
+
+    info = ModelCard.load(model_dir).files[file_name]
+    precision = Precision(info['precision'])
+    backend = Backend.TENSORRT if info.get('flavour') == 's8' else Backend.ONNXRUNTIME
+    if backend is Backend.ONNXRUNTIME:
+        return OnnxRuntimeEngine(Path(model_dir) / file_name, precision), backend
+    try:
+        return open_engine(model_dir, precision, backend), backend
+    except EngineError:
+        return OnnxRuntimeEngine(Path(model_dir) / file_name, precision), Backend.ONNXRUNTIME
+
+
 def build_variants(
     model_dir: str | Path, config: VariantConfig, calibration_csv: str | Path | None = None
 ) -> list[Path]:
