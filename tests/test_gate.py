@@ -103,3 +103,11 @@ def test_the_node_says_unassessable_and_never_alerts_on_it(
     assert by_sec[1].unassessable_reason == 'too dark'
     assert all(by_sec[s].decision != Diagnosis.UNASSESSABLE for s in (7, 8, 9))
     assert [(a.level, a.header.stamp.sec, a.frames) for a in alerts] == [(Alert.SUSPICIOUS, 9, 3)]
+
+
+def test_a_clinical_folder_without_labels_is_refused_before_any_work(ham_model, tmp_path):
+    from training.data import DataError
+    from training.gate import fit_and_judge
+
+    with pytest.raises(DataError, match='has no labels.csv'):
+        fit_and_judge(ham_model, tmp_path)

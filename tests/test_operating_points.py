@@ -104,3 +104,11 @@ def test_the_table_pairs_precisions_on_the_frames_both_judged():
     assert int8_row['recall'] == pytest.approx(1.0)  # both judged positives caught
     paired = int8_row['recall_vs_fp32']  # on frames v, w (x was not judged by int8)
     assert paired['positives'] == 2 and paired['difference'] == pytest.approx(0.5)
+
+
+def test_a_folder_that_is_no_cv_run_is_one_clear_error(ham_model, tmp_path):
+    from training.data import DataError
+    from training.operating_points import write_operating_points
+
+    with pytest.raises(DataError, match='is not a cached-recipe training run'):
+        write_operating_points(ham_model, [tmp_path])

@@ -180,6 +180,8 @@ def collect(model_dir: Path, clinical: Path | None, seed: int) -> dict:
 
 def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, seed: int = 0):
     model_dir = Path(model_dir)
+    if clinical is not None and not (Path(clinical) / 'labels.csv').is_file():
+        raise DataError(f'{clinical} has no labels.csv (image, patient_id): not a clinical set')
     ensure_embedding(model_dir)
     parts = collect(model_dir, Path(clinical) if clinical else None, seed)
     clinical_fold = None

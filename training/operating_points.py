@@ -41,6 +41,8 @@ def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, np.nda
     data, fold = split_set(model_dir)
     probability = np.full(len(data), np.nan)
     for run in cv_runs:
+        if not (run / TEACHER_FILE).is_file() or not (run / 'metrics.json').is_file():
+            raise DataError(f'{run} is not a cached-recipe training run (no {TEACHER_FILE})')
         saved = np.load(run / TEACHER_FILE)
         if list(saved['ids']) != list(data.ids) or not np.array_equal(saved['fold'], fold):
             raise DataError(f'{run} used other images or another split than {model_dir}')
