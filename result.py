@@ -8,7 +8,9 @@
 Writes into the run folder: precision_table.png (size, latency, throughput, F1, energy as
 FP32 = 1 ratios, like the paper's table), roc_pr.png, reliability.png, latency_cdf.png and
 power.png (the power trace with inference windows, or a note where power was not measured),
-operating_points.png (recall, specificity, F1 per precision at each operating point, with CIs).
+operating_points.png (recall, specificity, F1 and melanoma recall per precision at each
+operating point, with CIs) and, when the newest run of another imaging domain exists (run.py on
+HAM10000 and on --format pad_ufes_20), domains.png: both domains side by side.
 For a training run: uncertainty.png (ECE before/after calibration per fold; F1 and sensitivity
 of the non-referred frames vs coverage for each uncertainty score, mean over folds).
 """
@@ -37,11 +39,6 @@ def newest_run(root: Path) -> Path:
 def read_csv(path: Path) -> list[dict]:
     with path.open() as f:
         return list(csv.DictReader(f))
-
-
-def scored(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y, p, lat, _, _ = scored_rows(row)
-    return y, p, lat
 
 
 def scored_rows(row: dict):
@@ -139,7 +136,7 @@ def plot_curves(rows: list[dict], out: Path, plt) -> None:
 
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     for row in rows:
-        y, p, _ = scored(row)
+        y, p = scored_rows(row)[:2]
         fpr, tpr, _ = roc_curve(y, p)
         prec, rec, _ = precision_recall_curve(y, p)
         rep = binary_report(y, p, row['threshold'])
@@ -162,7 +159,7 @@ def plot_reliability(rows: list[dict], out: Path, plt, bins: int = 10) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     edges = np.linspace(0, 1, bins + 1)
     for k, row in enumerate(rows):
-        y, p, _ = scored(row)
+        y, p = scored_rows(row)[:2]
         which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
         used = [b for b in range(bins) if (which == b).any()]
         conf = np.array([p[which == b].mean() for b in used])
@@ -194,7 +191,7 @@ def plot_reliability(rows: list[dict], out: Path, plt, bins: int = 10) -> None:
 
 def plot_latency(rows: list[dict], out: Path, plt) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    latencies = {row['precision']: np.sort(scored(row)[2]) for row in rows}
+    latencies = {row['precision']: np.sort(scored_rows(row)[2]) for row in rows}
     everything = np.concatenate(list(latencies.values()))
     # the body of the distribution, not the few stalls of a shared machine (counted in the title)
     right = min(float(everything.max()), 2.5 * float(np.percentile(everything, 90))) * 1.05
@@ -290,33 +287,48 @@ def plot_uncertainty(metrics: dict, out: Path, plt) -> Path:
     return path
 
 
-def plot_points(points: list[dict], out: Path, plt) -> Path:
-    """Recall, specificity and F1 per precision at each operating point, with the 95 % lesion-
-    bootstrap intervals (the frames the gate judged)."""
+def other_domain_points(run: Path, results: dict) -> list[dict]:
+    """Operating-point rows of the newest run of each OTHER imaging domain beside `run`."""
+    rows, seen = [], {results.get('domain')}
+    for other in sorted(run.parent.glob('*-main'), reverse=True):
+        try:
+            found = json.loads((other / 'results.json').read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if found.get('domain') and found['domain'] not in seen and found.get('operating_points'):
+            seen.add(found['domain'])
+            rows += found['operating_points']
+    return rows
+
+
+def plot_points(points: list[dict], out: Path, plt, name: str = 'operating_points') -> Path:
+    """Recall, specificity, F1 and melanoma recall per precision at each operating point (a
+    domain's points carry its name), with the 95 % grouped-bootstrap intervals (the frames the
+    gate judged)."""
     names = list(dict.fromkeys(r['operating_point'] for r in points))
     precisions = list(dict.fromkeys(r['precision'] for r in points))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    cells = {(r['precision'], r['operating_point']): r for r in points}
+    nothing = {k: np.nan for k in ('recall', 'specificity', 'f1')}
+    nothing |= {f'{k}_ci': (np.nan, np.nan) for k in nothing}
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), sharey=True)
     width = 0.8 / len(precisions)
-    for ax, key in zip(axes, ('recall', 'specificity', 'f1')):
+    for ax, key in zip(axes, ('recall', 'specificity', 'f1', 'melanoma')):
+        ax.set_title('melanoma recall' if key == 'melanoma' else key)
         for j, precision in enumerate(precisions):
-            rows = [
-                next(r for r in points if (r['precision'], r['operating_point']) == (precision, n))
-                for n in names
-            ]
-            value = np.array([r[key] for r in rows])
-            ci = np.array([r[f'{key}_ci'] for r in rows], float).T
+            rows = [cells.get((precision, n), nothing) for n in names]
+            if key == 'melanoma':
+                rows = [r.get('melanoma', nothing) for r in rows]
+            value = np.array([r['recall' if key == 'melanoma' else key] for r in rows], float)
+            ci = np.array([r[f'{"recall" if key == "melanoma" else key}_ci'] for r in rows]).T
             x = np.arange(len(names)) + (j - (len(precisions) - 1) / 2) * width
             ax.bar(x, value, width, color=COLOURS.get(precision.split('/')[0]), label=precision)
-            ax.errorbar(
-                x, value, yerr=[value - ci[0], ci[1] - value], fmt='none', ecolor='k', lw=1
-            )
-        ax.set_xticks(np.arange(len(names)), names)
-        ax.set_title(key)
+            ax.errorbar(x, value, yerr=[value - ci[0], ci[1] - value], fmt='none', ecolor='k')
+        ax.set_xticks(np.arange(len(names)), names, rotation=15, fontsize=8)
         ax.set_ylim(0, 1)
     axes[0].legend(fontsize=8, loc='lower left')
-    fig.suptitle('each precision at each operating point (95 % lesion-bootstrap intervals)')
+    fig.suptitle('each precision at each operating point (95 % grouped-bootstrap intervals)')
     fig.tight_layout()
-    path = out / 'operating_points.png'
+    path = out / f'{name}.png'
     fig.savefig(path, dpi=120)
     return path
 
@@ -378,6 +390,8 @@ def main(argv=None) -> int:
         print(run / f'{name}.png')
     if results.get('operating_points'):
         print(plot_points(results['operating_points'], run, plt))
+        if others := other_domain_points(run, results):
+            print(plot_points(results['operating_points'] + others, run, plt, 'domains'))
     return 0
 
 

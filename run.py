@@ -1,8 +1,8 @@
 """The main job: variants -> evaluation bag -> replay through the nodes per precision -> table.
 
-    uv run run.py                   # embedded default: data/samples + data/models/mobilenetv2-a1.0
+    uv run run.py        # embedded default: data/samples + data/models/mobilenetv2-a1.0-clinical
     uv run run.py --data ../shared/datasets/ham10000 --format ham10000 --heldout-only
-    uv run run.py --data ../shared/datasets/pad_ufes_20 --format pad_ufes_20   # clinical photos
+    uv run run.py --data ../shared/datasets/pad_ufes_20 --format pad_ufes_20 --heldout-only
     uv run run.py --bag my_recording --precisions int8
 
 For each precision it replays the SAME bag through the SAME nodes (launch/replay.launch.xml),
@@ -79,6 +79,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument('--backend', default='onnxruntime', choices=['onnxruntime', 'tensorrt'])
     p.add_argument(
+        '--operating-point',
+        default=None,
+        help="the card's operating point the nodes decide at (default: the card's point for "
+        "the data's domain, e.g. clinical-screening for --format pad_ufes_20)",
+    )
+    p.add_argument(
         '--rate',
         type=float,
         default=0.0,
@@ -96,92 +102,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument('--out', type=Path, default=REPO / 'data' / 'runs')
     return p.parse_args(argv)
-
-
-def evaluation_frames(args, card_dir: Path):
-    """Labelled frames of the dataset (held-out lesions only when asked or when known)."""
-    import numpy as np
-    from skin_screening.core.bags import LabelledFrame
-
-    from training.config import DataConfig
-    from training.data import load_dataset, read_images
-
-    data = load_dataset(
-        DataConfig(
-            format=args.format,
-            root=str(args.data),
-            csv=str(args.data / 'labels.csv') if args.format == 'csv' else None,
-            mapping=args.mapping
-            or ('pad_ufes_20' if args.format == 'pad_ufes_20' else 'ham10000'),
-        )
-    )
-    trained = training_groups(card_dir)
-    if args.heldout_only or trained:
-        keep = np.array([g not in trained for g in data.groups])
-        if not keep.all() and not args.heldout_only:
-            raise SystemExit(
-                f'error: {int((~keep).sum())} images of {args.data} show lesions '
-                f'the model was trained on; pass --heldout-only to drop them'
-            )
-        data = data.subset(np.nonzero(keep)[0])
-    if args.limit:
-        data = data.subset(np.arange(min(args.limit, len(data))))
-    images, data, _ = read_images(data)
-    return [
-        LabelledFrame(im, int(y), lab, i, str(g))
-        for im, y, lab, i, g in zip(images, data.y, data.labels, data.ids, data.groups)
-    ]
-
-
-def training_groups(model_dir: Path) -> set[str]:
-    """Lesion ids the model was trained on (from its split.csv), empty when unknown."""
-    from training.data import training_fold_rows
-
-    return {row['group'] for row in training_fold_rows(model_dir) or []}
-
-
-def direct_scores(frames, model_dir: Path, precision: str, backend: str) -> dict:
-    """The same engine on the same frames without ROS (the reference for the replay)."""
-    import numpy as np
-    from skin_screening.core.classifier import Classifier
-    from skin_screening.core.metrics import binary_report
-    from skin_screening.core.postprocess import UNASSESSABLE
-
-    clf = Classifier(model_dir, precision, backend)
-    scores = [
-        clf.classify([f.rgb for f in frames[i : i + 16]])[0] for i in range(0, len(frames), 16)
-    ]
-    probs = np.concatenate([s.probability for s in scores])
-    judged = np.concatenate([s.decision for s in scores]) != UNASSESSABLE
-    y = np.array([f.y for f in frames])
-    report = binary_report(y[judged], probs[judged], clf.rule.threshold)
-    clf.close()
-    return {'direct_f1': report['f1'], 'direct_recall': report['recall']}
-
-
-def operating_point_table(rows: list[dict], model_dir: Path) -> list[dict]:
-    """Every precision at every operating point of the card, from the recorded diagnoses
-    (each variant's probabilities are calibrated through its own engine, so the points'
-    thresholds apply to all): figures with lesion-bootstrap CIs, paired recall vs FP32."""
-    from skin_screening.core.model_card import ModelCard
-    from skin_screening.core.operating_points import precision_table
-    from skin_screening.core.postprocess import UNASSESSABLE
-
-    points = ModelCard.load(model_dir).operating_points.get('points', {})
-    results = {}
-    for row in rows:
-        with (Path(row['run_dir']) / 'scored.csv').open(newline='') as f:
-            frames = list(csv.DictReader(f))
-        results[row['precision']] = {
-            'y': [int(r['y']) for r in frames],
-            'probability': [float(r['probability']) for r in frames],
-            'assessed': [int(r['decision']) != UNASSESSABLE for r in frames],
-            'groups': [r['group_id'] or r['stamp_ns'] for r in frames],
-            'key': [r['stamp_ns'] for r in frames],
-            'labels': [r.get('label', '') for r in frames],
-        }
-    thresholds = {name: point['threshold'] for name, point in points.items()}
-    return precision_table(results, thresholds) if thresholds else []
 
 
 def ensure_variants(model_dir: Path, precisions: list[str], backend: str) -> None:
@@ -275,6 +195,14 @@ def _main(argv=None) -> int:
     args = parse_args(argv)
     from skin_screening.bootstrap import BootstrapError, ensure_messages
 
+    from training.replay_scoring import (
+        choose_point,
+        data_domain,
+        direct_scores,
+        evaluation_frames,
+        operating_point_table,
+    )
+
     try:
         ensure_messages(verbose=True)
     except BootstrapError as exc:
@@ -317,6 +245,9 @@ def _main(argv=None) -> int:
             print(f'wrote {n} held-out frames to {bag}')
             info = inspect_bag(bag)
         fp32_size = variant_path(args.model_dir, 'fp32', args.backend).stat().st_size / 1e6
+        point = choose_point(args)
+        if point:
+            print(f'operating point: {point}', flush=True)
         # Local-only DDS on a domain of this run's own (unless the caller chose one).
         domain = os.environ.get('ROS_DOMAIN_ID') or random.Random(os.getpid()).randint(1, 100)
         rows, env = [], ros_environment(domain=int(domain))
@@ -331,7 +262,8 @@ def _main(argv=None) -> int:
                 rate=args.rate,
                 env=env,
                 params={
-                    'power_monitor': {'source': args.power_source, 'sysfs_root': args.sysfs_root}
+                    'power_monitor': {'source': args.power_source, 'sysfs_root': args.sysfs_root},
+                    'inference': {'operating_point': point or ''},
                 },
                 topic=info.topic.name,
                 compressed=info.compressed,
@@ -344,7 +276,7 @@ def _main(argv=None) -> int:
             )
             row['size_ratio'] = row['size_mb'] / fp32_size
             if frames:
-                row |= direct_scores(frames, args.model_dir, precision, args.backend)
+                row |= direct_scores(frames, args.model_dir, precision, args.backend, point)
             else:
                 row |= {'direct_f1': float('nan'), 'direct_recall': float('nan')}
             row['report'] = str(build_report(run_dir))  # the session, for a clinician
@@ -354,12 +286,14 @@ def _main(argv=None) -> int:
     except (BagError, EngineError, ReplayError, FileNotFoundError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    points = operating_point_table(rows, args.model_dir) if 'f1' in rows[0] else []
+    points = operating_point_table(rows, args.model_dir, point) if 'f1' in rows[0] else []
     (out / 'results.json').write_text(
         json.dumps(
             {
                 'bag': str(bag),
                 'model_dir': str(args.model_dir),
+                'domain': data_domain(args) if args.bag is None else None,
+                'operating_point': point,
                 'rows': rows,
                 'operating_points': points,
             },

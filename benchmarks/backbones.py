@@ -1,9 +1,11 @@
-"""Issue 18 benchmark: the backbone table of the zoo's MobileNetV2 models, timed in one run.
+"""Issues 18 and 22: the backbone table of the zoo's MobileNetV2 models, timed in one run.
 
     uv run python benchmarks/backbones.py [MODEL_DIR ...]   # default: the two MobileNetV2s
 
-Per model folder: 5-fold CV ROC-AUC (mean ± std over the card's folds), F1 at both operating
-points on the pooled out-of-fold predictions (± the spread over folds), the weights file it was
+Per model folder: 5-fold CV ROC-AUC (mean ± std over the card's folds; dermoscopic), the clinical
+photographs' ROC-AUC (patient-grouped CV where the model trained on them, else all 441 through
+the FP32 engine), F1 at both dermoscopic operating points on the pooled out-of-fold predictions
+(± the spread over folds), the weights file it was
 trained from, file sizes, and single-frame engine latency of FP32 and INT8 (ONNX Runtime, all
 engines timed in interleaved blocks so host noise hits them alike; medians).
 """
@@ -26,7 +28,28 @@ from skin_screening.core.preprocess import load_rgb, resize  # noqa: E402
 
 from training.evaluate import engine_call, interleaved_ms  # noqa: E402
 
-ZOO = [REPO / 'data/models/mobilenetv2-a0.5', REPO / 'data/models/mobilenetv2-a1.0']
+PAD = REPO.parent / 'shared' / 'datasets' / 'pad_ufes_20'
+ZOO = [REPO / 'data/models/mobilenetv2-a0.5', REPO / 'data/models/mobilenetv2-a1.0-clinical']
+
+
+def clinical_auc(model: Path, card: ModelCard) -> str:
+    """The clinical photographs' ROC-AUC: the patient-grouped CV's where the model trained on
+    them (python -m training domain-cv), else the FP32 engine on all 441 (none trained on)."""
+    cv = card.metrics.get('domain_cv', {}).get('domains', {}).get('clinical')
+    if cv:
+        return f'{cv["roc_auc"]["mean"]:.3f} ± {cv["roc_auc"]["std"]:.3f}'
+    from sklearn.metrics import roc_auc_score
+
+    from training.config import DataConfig
+    from training.data import load_dataset
+
+    data = load_dataset(DataConfig(format='pad_ufes_20', root=str(PAD)))
+    clf = Classifier(model, 'fp32', gate=False)
+    try:
+        p = [clf.classify([load_rgb(path)])[0].probability[0] for path in data.paths]
+    finally:
+        clf.close()
+    return f'{roc_auc_score(data.y, p):.3f} (441)'
 
 
 def card_row(model: Path) -> dict:
@@ -37,6 +60,7 @@ def card_row(model: Path) -> dict:
     return {
         'model': card.name,
         'cv_auc': f'{auc["mean"]:.3f} ± {auc["std"]:.3f}',
+        'clinical_auc': clinical_auc(model, card),
         **{
             f'f1_{name}': f'{p["pooled_oof"]["f1"]:.3f} ± {p["spread"]["f1"]["std"]:.3f}'
             for name, p in points.items()
@@ -70,14 +94,16 @@ def main() -> int:
         for clf in clfs.values():
             clf.close()
     head = (
-        f'{"model":<18} {"CV ROC-AUC":>13} {"F1 screening":>14} {"F1 balanced":>14} '
+        f'{"model":<26} {"CV ROC-AUC":>13} {"clinical AUC":>13} {"F1 screening":>14} '
+        f'{"F1 balanced":>14} '
         f'{"fp32 MB":>8} {"int8 MB":>8} {"fp32 ms":>8} {"int8 ms":>8}  weights (sha256)'
     )
     print(head)
     for i, r in enumerate(rows):
         fp32, int8 = (statistics.median(times[(i, p)]) for p in ('fp32', 'int8'))
         print(
-            f'{r["model"]:<18} {r["cv_auc"]:>13} {r["f1_screening"]:>14} {r["f1_balanced"]:>14} '
+            f'{r["model"]:<26} {r["cv_auc"]:>13} {r["clinical_auc"]:>13} '
+            f'{r["f1_screening"]:>14} {r["f1_balanced"]:>14} '
             f'{r["fp32_mb"]:>8.2f} {r["int8_mb"]:>8.2f} {fp32:>8.2f} {int8:>8.2f}  {r["weights"]}'
         )
     print(f'latency: median of {len(next(iter(times.values())))} single-frame calls per engine')

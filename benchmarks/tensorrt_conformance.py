@@ -1,7 +1,7 @@
 """Issue 20 table: the TensorRT backend against the real bindings of TensorRT 8.6.1 / 10.3.0 / 11.4
 and the shipped variants against onnx-tensorrt's operator support matrix.
 
-    uv run python benchmarks/tensorrt_conformance.py [--model-dir data/models/mobilenetv2-a1.0]
+    uv run python benchmarks/tensorrt_conformance.py [--model-dir data/models/<name>]
 
 Downloads the bindings wheels (pip, cached in data/cache/tensorrt-bindings), then per version:
 the names the backend reads unconditionally (all must be bound), the branch-dependent names it

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 HAM = SHARED / 'datasets' / 'ham10000'
 HAM_FULLRES = SHARED / 'datasets' / 'ham10000_fullres_sample'
+PAD = SHARED / 'datasets' / 'pad_ufes_20'
 WEIGHTS_05 = (
     SHARED / 'weights' / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
 )
@@ -65,6 +66,13 @@ def ham() -> Path:
 
 
 @pytest.fixture(scope='session')
+def pad() -> Path:
+    if not (PAD / 'labels.csv').is_file():
+        pytest.skip(f'PAD-UFES-20 clinical photographs not found at {PAD} (../shared is absent)')
+    return PAD
+
+
+@pytest.fixture(scope='session')
 def ham_fullres() -> Path:
     if not (HAM_FULLRES / 'labels.csv').is_file():
         pytest.skip(f'full-resolution HAM10000 sample not found at {HAM_FULLRES}')
@@ -106,34 +114,39 @@ def sample_frames():
     return frames, y
 
 
-@pytest.fixture(scope='session')
-def small_run(ham, tmp_path_factory):
-    """A small real training run: 300 HAM10000 images, 2 folds, 3 heads, 2 test-time views,
-    ambiguity referral of 20 %, 50 % pruned; cached recipe, so also a distillation teacher."""
+def small_training(ham: Path, out: Path, *overrides: str) -> Path:
+    """A CI-sized real training run on HAM10000 (alpha 0.5, 2 folds, one epoch per phase) with
+    `overrides` on top; skips where the alpha 0.5 weights are absent."""
     from training.config import load_config
     from training.train import run_training
 
     if not WEIGHTS_05.is_file():
         pytest.skip(f'alpha 0.5 weights not found at {WEIGHTS_05}')
-    out = tmp_path_factory.mktemp('training')
-    config = load_config(
-        None,
-        [
-            f'data.root={ham}',
-            'data.limit=300',
-            'split.folds=2',
-            'train.views=2',
-            'train.head_epochs=1',
-            'train.finetune_epochs=1',
-            'model.alpha=0.5',
-            f'model.weights={WEIGHTS_05}',
-            f'out_dir={out}',
-            f'cache_dir={out / "cache"}',
-            'export.check_images=16',
-            'model.heads=3',
-            'train.referral_coverage=0.8',
-            'train.tta_views=2',
-            'train.prune_sparsity=0.5',
-        ],
+    base = [
+        f'data.root={ham}',
+        'split.folds=2',
+        'train.head_epochs=1',
+        'train.finetune_epochs=1',
+        'model.alpha=0.5',
+        f'model.weights={WEIGHTS_05}',
+        f'out_dir={out}',
+        f'cache_dir={out / "cache"}',
+    ]
+    return run_training(load_config(None, [*base, *overrides]))
+
+
+@pytest.fixture(scope='session')
+def small_run(ham, tmp_path_factory):
+    """A small real training run: 300 HAM10000 images, 2 folds, 3 heads, 2 test-time views,
+    ambiguity referral of 20 %, 50 % pruned; cached recipe, so also a distillation teacher."""
+    return small_training(
+        ham,
+        tmp_path_factory.mktemp('training'),
+        'data.limit=300',
+        'train.views=2',
+        'export.check_images=16',
+        'model.heads=3',
+        'train.referral_coverage=0.8',
+        'train.tta_views=2',
+        'train.prune_sparsity=0.5',
     )
-    return run_training(config)

@@ -141,3 +141,15 @@ def test_wearable_launch_runs_as_a_system(no_tensorrt_env, tmp_path):
     assert 'fell back to onnxruntime' in (logs / 'inference.log').read_text()
     assert all(p.returncode in (0, -2) for p in procs.values())
     assert not any('Traceback' in f.read_text() for f in logs.glob('*.log'))
+
+
+def test_the_wearable_decides_at_the_clinical_screening_point(launch_args):
+    """The camera takes clinical photographs: its launch picks the card's clinical 'screening'
+    point (its own calibration and threshold), not the dermoscopic one replays use."""
+    from skin_screening.core.model_card import ModelCard
+
+    wearable = parse_launch(LAUNCH / 'wearable.launch.xml', launch_args['wearable.launch.xml'])
+    params = next(s for s in wearable if s.name == 'inference').all_params()
+    points = ModelCard.load(params['model_dir']).operating_points['points']
+    point = points[params['operating_point']]
+    assert point['domain'] == 'clinical' and point['criterion'] == 'recall >= 0.90'

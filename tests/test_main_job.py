@@ -173,3 +173,28 @@ def test_main_job_ends_with_the_path_of_each_replay_session_report(main_job):
     assert len(reports) == 2 and all(p.is_file() for p in reports)
     assert all(Path(p).parent.parent.parent == run for p in reports)
     assert 'Skin screening session' in reports[0].read_text()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_clinical_photos_replay_at_the_clinical_point_beside_dermoscopy(main_job, pad, ros_env):
+    """run.py on the clinical photographs decides at the card's clinical point (its own
+    calibration), reports that domain's points with patient-bootstrap CIs, and result.py then
+    draws both domains side by side."""
+    out, _, dermoscopic = main_job
+    args = ['--data', str(pad), '--format', 'pad_ufes_20', '--heldout-only', '--limit', '16']
+    result = _run([*args, '--precisions', 'fp32', 'int8', '--bag-rate-hz', '20'], out, ros_env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert 'operating point: clinical-screening' in result.stdout
+    (run,) = set(out.glob('*-main')) - {dermoscopic}
+    results = json.loads((run / 'results.json').read_text())
+    assert (results['domain'], results['operating_point']) == ('clinical', 'clinical-screening')
+    assert all(r['operating_point'] == 'clinical-screening' for r in results['rows'])
+    points = {r['operating_point'] for r in results['operating_points']}
+    assert points <= {'clinical-screening', 'clinical-melanoma', 'clinical-balanced'}
+    assert 'clinical-screening' in points
+    assert json.loads((dermoscopic / 'results.json').read_text())['domain'] == 'dermoscopic'
+    plotted = result_py('--run', run, timeout=300)
+    assert plotted.returncode == 0, plotted.stderr
+    assert str(run / 'domains.png') in plotted.stdout
+    assert (run / 'domains.png').stat().st_size > 20_000

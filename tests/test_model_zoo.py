@@ -38,7 +38,7 @@ def test_macs_and_parameters_come_from_the_graph(tmp_path, ham_model):
     assert parameter_count(tiny) == 8 * 27 + 16
     shipped = complexity(ham_model.parent / 'mobilenetv2-a0.5/model.fp32.onnx')
     assert 94 < shipped['mmacs'] < 98 and 0.6e6 < shipped['parameters'] < 0.75e6  # Keras: 97 M
-    paper = complexity(ham_model.parent / 'mobilenetv2-a1.0/model.fp32.onnx')
+    paper = complexity(ham_model / 'model.fp32.onnx')  # the default: alpha 1.0
     assert 295 < paper['mmacs'] < 302 and 2.2e6 < paper['parameters'] < 2.3e6  # Keras: 300 M
     # (Keras' counts include the 1000-class top; ours have one logit)
 

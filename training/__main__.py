@@ -1,4 +1,4 @@
-"""python -m training {train,release,variants,operating-points,gate,evaluate,cam} ...
+"""python -m training {train,release,variants,operating-points,gate,evaluate,domain-cv,cam} ...
 
 (see --help of each).
 """
@@ -61,6 +61,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print_table(rows)
     print_points(points)
+    return 0
+
+
+def _domain_cv(args: argparse.Namespace) -> int:
+    from .domain_cv import run_domain_cv
+
+    run_domain_cv(args.run, args.baseline, args.int8)
     return 0
 
 
@@ -159,6 +166,19 @@ def parser() -> argparse.ArgumentParser:
         '../shared/datasets/pad_ufes_20: a second reference domain, split by patient',
     )
     gate.set_defaults(func=_gate)
+    dcv = sub.add_parser('domain-cv', help='per-domain CV figures of a run (+ INT8 per fold)')
+    dcv.add_argument('run', help='training run folder (fold_logits.npz, per-domain calibration)')
+    dcv.add_argument(
+        '--baseline',
+        default=None,
+        help='a run on the primary domain alone (same seed): paired per-fold ROC-AUC change',
+    )
+    dcv.add_argument(
+        '--int8',
+        action='store_true',
+        help='export, quantize and calibrate every fold model: INT8 - FP32 recall per domain',
+    )
+    dcv.set_defaults(func=_domain_cv)
     rel = sub.add_parser('release', help="copy a run's model into data/models/<name>/")
     rel.add_argument('--run', required=True, help='training run folder')
     rel.add_argument('--to', required=True, help='model folder, e.g. data/models/mobilenetv2-a0.5')

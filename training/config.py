@@ -17,10 +17,14 @@ from skin_screening.core.preprocess import VIEW_COUNTS, Preprocessing
 class DataConfig:
     format: str = 'ham10000'  # ham10000 | pad_ufes_20 | folder | csv
     root: str = '../shared/datasets/ham10000'
-    mapping: str = 'ham10000'  # a name in training/mappings/ or a path to a YAML mapping
+    mapping: str = ''  # a name in training/mappings/ or a YAML path; '' = the format's own
     csv: str | None = None  # for format=csv: path,label[,group]
     bad_images: str = 'skip'  # skip | fail
     limit: int | None = None  # take a stratified, group-aware subset (tests, quick runs)
+    domain: str = ''  # '' = the format's: ham10000 dermoscopic, pad_ufes_20 clinical
+    # More datasets in the same grouped CV, each a mapping of the keys above (format, root,
+    # mapping, domain, limit, ...): e.g. clinical photographs beside dermoscopy.
+    extra: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +66,14 @@ class ModelConfig:
 class TrainConfig:
     recipe: str = 'cached'  # cached (paper recipe on cached activations) | full (tf.data, GPU)
     views: int = 8  # dihedral views cached per image (1, 2, 4 or 8)
+    # Camera-like views (training/camera.py: reframing, defocus, motion blur, exposure and
+    # white balance, JPEG) cached per image after the dihedral ones; training draws from all.
+    camera_views: int = 0
+    # With more than one domain: the smallest share of each epoch's samples every domain gets
+    # (its images repeated, each repeat in a random view); 0 = the data's own proportions.
+    domain_share: float = 0.0
+    # Early stopping on the validation ROC-AUC of this domain ('' = the mean over the domains).
+    stop_domain: str = ''
     batch_size: int = 64
     head_epochs: int = 8
     head_lr: float = 1e-3
@@ -127,6 +139,12 @@ class RunConfig:
             )
         if t.tta_views not in VIEW_COUNTS or t.views not in VIEW_COUNTS:
             raise ValueError(f'train.views and train.tta_views must be in {VIEW_COUNTS}')
+        if t.camera_views < 0 or not 0.0 <= t.domain_share < 1.0:
+            raise ValueError('train.camera_views must be >= 0 and train.domain_share in [0, 1)')
+        if t.stop_domain and not self.data.extra:
+            raise ValueError('train.stop_domain needs data.extra (more than one domain)')
+        if t.camera_views and t.recipe != 'cached':
+            raise ValueError('train.camera_views are cached views: use train.recipe=cached')
         if t.recipe == 'cached' and t.tta_views > t.views:
             raise ValueError(f'train.tta_views {t.tta_views} > cached train.views {t.views}')
         if t.referral_score not in UNCERTAINTY_SCORES:

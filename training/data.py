@@ -15,6 +15,9 @@ from .config import DataConfig, SplitConfig
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp'}
 MAPPINGS_DIR = Path(__file__).with_name('mappings')
+DERMOSCOPIC = 'dermoscopic'  # the domain of formats that do not name one
+FORMAT_DOMAINS = {'ham10000': DERMOSCOPIC, 'pad_ufes_20': 'clinical'}
+FORMAT_MAPPINGS = {'ham10000': 'ham10000', 'pad_ufes_20': 'pad_ufes_20'}  # else: ham10000's
 
 
 class DataError(ValueError):
@@ -28,18 +31,50 @@ class LabelledSet:
     y: np.ndarray  # binary: 1 = skin cancer
     groups: np.ndarray  # lesion / patient id; one image per group when the data has none
     ids: list[str]  # stable image ids (file stem)
+    domains: np.ndarray | None = None  # imaging domain per image (dermoscopic, clinical, ...)
+
+    def __post_init__(self) -> None:
+        if self.domains is None:
+            self.domains = np.array([DERMOSCOPIC] * len(self.paths))
+        self.domains = np.asarray(self.domains).astype(str)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def domain_names(self) -> list[str]:
+        """Domains in order of first appearance (the first is the primary dataset's)."""
+        return list(dict.fromkeys(self.domains.tolist()))
+
     def subset(self, index: np.ndarray) -> LabelledSet:
-        index = np.asarray(index)
+        index = np.asarray(index, dtype=np.int64)
         return LabelledSet(
             [self.paths[i] for i in index],
             [self.labels[i] for i in index],
             self.y[index],
             self.groups[index],
             [self.ids[i] for i in index],
+            self.domains[index],
+        )
+
+    @classmethod
+    def concat(cls, parts: list[LabelledSet]) -> LabelledSet:
+        seen: set[str] = set()
+        for part in parts:
+            groups = set(part.groups.tolist())
+            if shared := seen & groups:
+                raise DataError(
+                    f'group ids {sorted(shared)[:3]} occur in two datasets: rename them so that '
+                    'a lesion or patient cannot sit on both sides of a split'
+                )
+            seen |= groups
+        return cls(
+            [x for p in parts for x in p.paths],
+            [x for p in parts for x in p.labels],
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.groups for p in parts]),
+            [x for p in parts for x in p.ids],
+            np.concatenate([p.domains for p in parts]),
         )
 
 
@@ -97,11 +132,31 @@ def _from_rows(root: Path, rows, path_key, label_key, group_key, mapping) -> Lab
 
 
 def load_dataset(config: DataConfig) -> LabelledSet:
-    """Read a dataset's index (no pixels) and map its labels to binary."""
+    """Read a dataset's index (no pixels) and map its labels to binary; `config.extra` datasets
+    (other domains, e.g. clinical photographs beside dermoscopy) follow the primary one."""
+    parts = [_load_one(config)]
+    for i, extra in enumerate(config.extra):
+        if not isinstance(extra, dict):
+            raise DataError(f'data.extra[{i}] must be a mapping (format, root, mapping, ...)')
+        try:
+            sub = DataConfig(**{'bad_images': config.bad_images} | extra)
+        except TypeError as exc:
+            raise DataError(f'data.extra[{i}]: {exc}') from exc
+        if sub.extra:
+            raise DataError(f'data.extra[{i}] cannot have extra datasets of its own')
+        parts.append(_load_one(sub))
+    return LabelledSet.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def mapping_name(config: DataConfig) -> str:
+    return config.mapping or FORMAT_MAPPINGS.get(config.format, 'ham10000')
+
+
+def _load_one(config: DataConfig) -> LabelledSet:
     root = Path(config.root)
     if not root.is_dir():
         raise DataError(f'dataset folder {root} not found')
-    mapping = Mapping.load(config.mapping)
+    mapping = Mapping.load(mapping_name(config))
     if config.format == 'ham10000':
         labels_csv = root / 'labels.csv'
         if labels_csv.is_file():
@@ -138,6 +193,8 @@ def load_dataset(config: DataConfig) -> LabelledSet:
             raise DataError(f'class {name!r} has no images in {root}: both classes are needed')
     if config.limit:
         data = stratified_group_subset(data, config.limit)
+    domain = config.domain or FORMAT_DOMAINS.get(config.format, DERMOSCOPIC)
+    data.domains = np.array([domain] * len(data))
     return data
 
 
@@ -154,24 +211,36 @@ def stratified_group_subset(data: LabelledSet, limit: int, seed: int = 0) -> Lab
 
 
 def grouped_folds(data: LabelledSet, split: SplitConfig, seed: int) -> np.ndarray:
-    """Fold number per image: stratified by label, grouped by lesion (no lesion in two folds)."""
+    """Fold number per image: stratified by label and domain, grouped by lesion or patient (no
+    group in two folds). Each domain is split on its own, so a dataset's folds do not change
+    when another domain joins it."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     fold = np.full(len(data), -1, dtype=np.int64)
-    splitter = StratifiedGroupKFold(n_splits=split.folds, shuffle=True, random_state=seed)
-    for k, (_, index) in enumerate(splitter.split(np.zeros(len(data)), data.y, data.groups)):
-        fold[index] = k
+    for domain in data.domain_names:
+        mine = np.nonzero(data.domains == domain)[0]
+        splitter = StratifiedGroupKFold(n_splits=split.folds, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(mine)), data.y[mine], data.groups[mine])
+        for k, (_, index) in enumerate(parts):
+            fold[mine[index]] = k
     return fold
 
 
 def inner_split(data: LabelledSet, index: np.ndarray, fraction: float, seed: int):
-    """Split training indices into (fit, validation) by group, stratified."""
+    """Split training indices into (fit, validation) by group, stratified, per domain."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     parts = max(2, round(1 / fraction))
-    splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
-    fit, val = next(splitter.split(np.zeros(len(index)), data.y[index], data.groups[index]))
-    return index[fit], index[val]
+    fit, val = [], []
+    for domain in data.domain_names:
+        mine = index[data.domains[index] == domain]
+        if not len(mine):
+            continue
+        splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
+        a, b = next(splitter.split(np.zeros(len(mine)), data.y[mine], data.groups[mine]))
+        fit.append(mine[a])
+        val.append(mine[b])
+    return np.concatenate(fit), np.concatenate(val)
 
 
 def training_fold_rows(model_dir: str | Path) -> list[dict[str, str]] | None:
@@ -203,6 +272,7 @@ def split_set(model_dir: str | Path) -> tuple[LabelledSet, np.ndarray]:
         np.array([int(r['y']) for r in rows]),
         np.array([r['group'] for r in rows]),
         [Path(r['path']).stem for r in rows],
+        np.array([r.get('domain') or DERMOSCOPIC for r in rows]),
     )
     return data, np.array([int(r['fold']) for r in rows])
 

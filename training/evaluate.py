@@ -20,26 +20,29 @@ from skin_screening.core.classifier import Classifier
 from skin_screening.core.engines import EngineError, variant_path
 from skin_screening.core.metrics import binary_report
 from skin_screening.core.model_card import ModelCard
-from skin_screening.core.operating_points import precision_table
+from skin_screening.core.operating_points import domain_default, domain_points, precision_table
 from skin_screening.core.postprocess import UNASSESSABLE
 from skin_screening.core.precision import parse_backend, parse_precision
 from skin_screening.core.preprocess import crops_batch, load_rgb, resize
 
 from .complexity import parameter_count
+from .data import DERMOSCOPIC
 
 K = TypeVar('K', bound=Hashable)
 
 
 def load_labelled_csv(path: Path, limit: int | None = None):
-    """-> (paths, y, groups, labels) of a CSV with columns path, y[, group, label] (no group: one
-    per image)."""
+    """-> (paths, y, groups, labels, domains) of a CSV with columns path, y[, group, label,
+    domain] (no group: one per image; no domain: dermoscopic)."""
     rows = list(csv.DictReader(Path(path).open()))
     if not rows or not {'path', 'y'} <= set(rows[0]):
         raise ValueError(f'{path} needs columns path and y (1 = skin cancer)')
     rows = rows[:limit] if limit else rows
     paths = [Path(r['path']) for r in rows]
     groups = [r.get('group') or p.stem for r, p in zip(rows, paths)]
-    return paths, np.array([int(r['y']) for r in rows]), groups, [r.get('label', '') for r in rows]
+    labels = [r.get('label', '') for r in rows]
+    domains = np.array([r.get('domain') or DERMOSCOPIC for r in rows])
+    return paths, np.array([int(r['y']) for r in rows]), groups, labels, domains
 
 
 def interleaved_ms(
@@ -132,8 +135,12 @@ def evaluate_all(
     model_dir = Path(model_dir)
     card = ModelCard.load(model_dir)
     csv_path = Path(images_csv or model_dir / card.data.get('heldout_file', 'heldout.csv'))
-    paths, y, groups, labels = load_labelled_csv(csv_path, limit)
+    paths, y, groups, labels, domains = load_labelled_csv(csv_path, limit)
     images = np.stack([resize(load_rgb(p), card.preprocessing) for p in paths])
+    ops = card.operating_points
+    default_domain = ops.get('points', {}).get(ops.get('default'), {}).get('domain')
+    # The per-variant rows: the images of the default point's domain (all, without domains)
+    main = domains == default_domain if default_domain in set(domains) else np.ones(len(y), bool)
     params = parameter_count(model_dir / 'model.fp32.onnx')
     rows, clfs = [], []
     try:
@@ -148,8 +155,8 @@ def evaluate_all(
                     print(f'skipped {precision.value}/{backend.value}: {exc}')
                     continue
                 clfs.append(clf)
-                row = evaluate_one(clf, images, y)
-                rows.append(row | {'parameters': params, 'images': len(y)})
+                row = evaluate_one(clf, images[main], y[main])
+                rows.append(row | {'parameters': params, 'images': int(main.sum())})
         for row, latency in zip(rows, time_variants(clfs, images, repeats)):
             row |= latency
     finally:
@@ -165,22 +172,7 @@ def evaluate_all(
             row['max_abs_prob_diff'] = float(
                 np.max(np.abs(row['_probability'] - reference['_probability']))
             )
-    points = {
-        name: point['threshold'] for name, point in card.operating_points.get('points', {}).items()
-    }
-    results = {
-        f'{r["precision"]}/{r["backend"]}': {
-            'y': y,
-            'probability': r['_probability'],
-            'assessed': r['_assessed'],
-            'groups': groups,
-            'key': list(range(len(y))),
-            'labels': labels,
-        }
-        for r in rows
-    }
-    reference = next((k for k in results if k.startswith('fp32/')), 'fp32')
-    table = precision_table(results, points, reference) if points else []
+    table = domain_tables(model_dir, rows, images, y, groups, labels, domains, threads)
     public = [{k: v for k, v in r.items() if not k.startswith('_')} for r in rows]
     if out:
         out = Path(out)
@@ -194,10 +186,48 @@ def evaluate_all(
     return public, table
 
 
+def domain_tables(model_dir: Path, rows, images, y, groups, labels, domains, threads) -> list:
+    """Per imaging domain of the images, every variant at every operating point of that domain
+    (probabilities calibrated for it, through each variant's own engine), with grouped-
+    bootstrap CIs and the paired recall difference to FP32; rows tagged with the domain."""
+    card = ModelCard.load(model_dir)
+    ops = card.operating_points
+    table = []
+    for domain in dict.fromkeys(domains.tolist()):
+        points = domain_points(ops, domain)
+        start = domain_default(ops, domain)
+        if not points or start is None:
+            continue
+        mine = domains == domain
+        results = {}
+        for r in rows:
+            clf = Classifier(
+                model_dir, r['precision'], r['backend'], threads=threads, operating_point=start
+            )
+            try:
+                part = evaluate_one(clf, images[mine], y[mine])
+            finally:
+                clf.close()
+            results[f'{r["precision"]}/{r["backend"]}'] = {
+                'y': y[mine],
+                'probability': part['_probability'],
+                'assessed': part['_assessed'],
+                'groups': list(np.asarray(groups)[mine]),
+                'key': list(range(int(mine.sum()))),
+                'labels': list(np.asarray(labels)[mine]),
+            }
+        reference = next((k for k in results if k.startswith('fp32/')), 'fp32')
+        thresholds = {name: point['threshold'] for name, point in points.items()}
+        table += [
+            row | {'domain': domain} for row in precision_table(results, thresholds, reference)
+        ]
+    return table
+
+
 def print_points(table: list[dict]) -> None:
     """Per precision and operating point: figures with 95 % CIs, and recall against FP32."""
     print(
-        f'\n{"variant":<18} {"point":<10} {"thr":>6} {"recall [95% CI]":>22} '
+        f'\n{"variant":<18} {"point":<19} {"thr":>6} {"recall [95% CI]":>22} '
         f'{"specificity [CI]":>22} {"F1 [CI]":>22} {"unass.":>6} {"melanoma":>18}  '
         'recall - FP32 [CI] (only/only)'
     )
@@ -220,7 +250,7 @@ def print_points(table: list[dict]) -> None:
             else '-'
         )
         print(
-            f'{r["precision"]:<18} {r["operating_point"]:<10} {r["threshold"]:>6.3f} '
+            f'{r["precision"]:<18} {r["operating_point"]:<19} {r["threshold"]:>6.3f} '
             f'{cells[0]:>22} {cells[1]:>22} {cells[2]:>22} {r["unassessable"]:>6} {mel:>18}  '
             f'{diff}'
         )

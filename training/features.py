@@ -3,7 +3,8 @@
 The frozen front is exported with the same tf2onnx path as the final model and run by ONNX
 Runtime (about 3 ms per 224 image here, vs about 24 ms in TensorFlow), over the 8 dihedral views
 (rotations by 90 degrees, with and without a flip) of each image: dermatoscopic images have no
-canonical orientation, so every view is an equally real training example.
+canonical orientation, so every view is an equally real training example. Camera-like views
+(training/camera.py) are cached the same way, in their own folder, and appended after them.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from skin_screening.core.preprocess import (
 )
 from tqdm import tqdm
 
+from .camera import CameraAugment, camera_views
 from .data import DataError, LabelledSet
 from .export import to_onnx
 
 
-def cache_key(front, data: LabelledSet, spec: Preprocessing, views: int) -> str:
-    """Content key: the frozen front's weights and layers, the preprocessing, views and images.
+def cache_key(front, data: LabelledSet, spec: Preprocessing, views, camera=None) -> str:
+    """Content key: the frozen front's weights and layers, the preprocessing, views, the camera
+    augmentation (if any) and the images.
 
     (Not the exported ONNX bytes: tf2onnx output differs between processes.)
     """
@@ -37,12 +40,40 @@ def cache_key(front, data: LabelledSet, spec: Preprocessing, views: int) -> str:
         array = np.asarray(weight)
         digest.update(str(array.shape).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(
-        json.dumps(
-            [[layer.name for layer in front.layers], spec.to_dict(), views, data.ids]
-        ).encode()
-    )
+    described = [[layer.name for layer in front.layers], spec.to_dict(), views, data.ids]
+    if camera is not None:  # (augmentation, seed)
+        described.append([camera[0].to_dict(), camera[1]])
+    digest.update(json.dumps(described).encode())
     return digest.hexdigest()[:16]
+
+
+def image_seed(image_id: str, seed: int) -> int:
+    """A per-image seed that does not depend on which other images are in the set."""
+    return int(hashlib.sha256(f'{seed}:{image_id}'.encode()).hexdigest()[:12], 16)
+
+
+def training_activations(data: LabelledSet, front, spec, cfg) -> tuple[np.ndarray, LabelledSet]:
+    """Cached activations of every image of run config `cfg`, one cache per domain (a dataset's
+    cache survives another domain joining it): the train.views dihedral views, then the
+    train.camera_views camera-like views. -> (activations [views, N, h, w, c] float16 in
+    memory, the images read)."""
+    acts, kept = [], []
+    cache_dir, train = Path(cfg.cache_dir), cfg.train
+    for domain in data.domain_names:
+        part = data.subset(np.nonzero(data.domains == domain)[0])
+        views, part = cached_activations(
+            part, front, spec, train.views, cache_dir, cfg.data.bad_images
+        )
+        blocks = [np.asarray(views)]
+        if train.camera_views:
+            camera = (CameraAugment(), cfg.seed)
+            more, _ = cached_activations(
+                part, front, spec, train.camera_views, cache_dir, 'fail', camera=camera
+            )
+            blocks.append(np.asarray(more))
+        acts.append(np.concatenate(blocks, axis=0))
+        kept.append(part)
+    return np.concatenate(acts, axis=1), LabelledSet.concat(kept)
 
 
 def cached_activations(
@@ -53,11 +84,14 @@ def cached_activations(
     cache_dir: Path,
     bad_images: str = 'skip',
     batch: int = 32,
+    camera: tuple[CameraAugment, int] | None = None,
 ) -> tuple[np.ndarray, LabelledSet]:
-    """-> (activations [views, N, h, w, c] float16, the images actually read)."""
+    """-> (activations [views, N, h, w, c] float16, the images actually read). Views are the
+    first `views` dihedral ones, or with `camera` = (augmentation, seed) camera-like views."""
     import onnxruntime as ort
 
-    folder = Path(cache_dir) / f'features-{cache_key(front, data, spec, views)}'
+    key = cache_key(front, data, spec, views, camera)
+    folder = Path(cache_dir) / f'features-{key}'
     meta_path = folder / 'meta.json'
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -76,7 +110,13 @@ def cached_activations(
         images = []
         for i in range(start, min(start + batch, len(data))):
             try:
-                images.append(resize(load_rgb(data.paths[i]), spec))
+                image = load_rgb(data.paths[i])
+                if camera is None:
+                    crop = resize(image, spec)
+                    images.append([dihedral(crop, view) for view in range(views)])
+                else:
+                    seed = image_seed(data.ids[i], camera[1])
+                    images.append(camera_views(image, spec, views, seed, camera[0]))
                 kept.append(i)
             except FrameError as exc:
                 bad.append(str(exc))
@@ -84,7 +124,7 @@ def cached_activations(
             continue
         row = len(kept) - len(images)
         for view in range(views):
-            x = scale(np.stack([dihedral(im, view) for im in images]), spec)
+            x = scale(np.stack([im[view] for im in images]), spec)
             acts[view, row : row + len(images)] = session.run(None, {name: x})[0]
     if bad:
         report = f'{len(bad)} unreadable image(s), first: ' + '; '.join(bad[:3])

@@ -149,16 +149,18 @@ def collect(model_dir: Path, clinical: Path | None, seed: int) -> dict:
     spec = card.preprocessing
     data, fold = split_set(model_dir)
     held = int(card.data.get('heldout_fold', 0))
+    primary = data.domains == data.domain_names[0]  # dermoscopy; clinical: --clinical's folds
     val = release_validation(model_dir)
+    val = val.subset(np.nonzero(val.domains == data.domain_names[0])[0])
     validation = set(val.ids)
-    pool = [i for i in np.nonzero(fold != held)[0] if data.ids[i] not in validation]
+    pool = [i for i in np.nonzero((fold != held) & primary)[0] if data.ids[i] not in validation]
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(pool, min(REFERENCE_IMAGES, len(pool)), replace=False))
     sets = {
         'reference': gate_sets.load_crops([data.paths[i] for i in pick], spec),
         'val': gate_sets.load_crops(val.paths, spec),
         'heldout': gate_sets.load_crops(
-            [data.paths[i] for i in np.nonzero(fold == held)[0]], spec
+            [data.paths[i] for i in np.nonzero((fold == held) & primary)[0]], spec
         ),
     }
     photos, parts = gate_sets.non_lesion_photos(seed)

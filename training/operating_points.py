@@ -6,8 +6,10 @@
    fold_logits.npz) scores its own test fold, calibrated with that fold's validation calibration
    (metrics.json). The held-out fold of the release model is left out, so its figures stay
    unseen by every choice made here.
-2. Thresholds on that pooled calibrated probability: 'screening' = the highest threshold with
-   recall >= 0.90, 'balanced' = max F1; each fold's own threshold gives the spread.
+2. Thresholds on that pooled calibrated probability, per imaging domain: 'screening' = the
+   highest threshold with recall >= 0.90; 'melanoma' = the highest with recall >= 0.90 on all
+   cancers AND on the melanomas alone (the rare, deadly one; where the domain has melanomas);
+   'balanced' = max F1. Each fold's own threshold gives the spread.
 3. Each variant file (fp32, fp16, int8-u8, int8-s8) scores the SAME validation images (the release
    model's inner validation) through its own engine and gets its own calibration, so a
    calibrated probability, and hence each threshold, means the same at every precision.
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from skin_screening.core.metrics import binary_report, choose_threshold, fit_calibration
 from skin_screening.core.model_card import ModelCard
+from skin_screening.core.operating_points import MELANOMA, point_name
 from skin_screening.core.postprocess import per_frame, sigmoid
 from skin_screening.core.preprocess import load_rgb, prepare_batch
 
@@ -33,9 +36,9 @@ DEFAULT_POINT = 'screening'  # a screening tool's default: miss as few cancers a
 REPORTED = ('recall', 'specificity', 'f1', 'precision')
 
 
-def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (y, calibrated probability, fold) of every image outside the held-out fold, each
-    scored by the CV model that did not train on it."""
+def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, ...]:
+    """-> (y, calibrated probability, fold, domain) of every image outside the held-out fold,
+    each scored by the CV model that did not train on it, calibrated for its domain."""
     card = ModelCard.load(model_dir)
     held = int(card.data.get('heldout_fold', 0))
     data, fold = split_set(model_dir)
@@ -51,36 +54,68 @@ def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, np.nda
             k = int(k)
             if k == held:
                 continue
-            test = fold == k
-            z = saved['logits'][row][test] / folds[k]['temperature'] + folds[k]['bias']
-            probability[test] = sigmoid(z)
+            for domain in data.domain_names:
+                test = (fold == k) & (data.domains == domain)
+                own = folds[k].get('domains', {}).get(domain, folds[k])
+                probability[test] = sigmoid(
+                    saved['logits'][row][test] / own['temperature'] + own['bias']
+                )
     scored = np.isfinite(probability)
     missing = sorted(set(np.unique(fold[fold != held])) - set(np.unique(fold[scored])))
     if missing:
         raise DataError(f'no CV model scored fold(s) {missing}: pass the runs that trained them')
-    return data.y[scored], probability[scored], fold[scored]
+    mel = melanoma(data.labels)
+    return data.y[scored], probability[scored], fold[scored], data.domains[scored], mel[scored]
 
 
-def choose_points(y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
-    """Thresholds on the pooled predictions, with each fold's own threshold as the spread."""
+def melanoma(labels) -> np.ndarray:
+    return np.array([str(x).lower() == MELANOMA for x in labels], bool)
+
+
+def screening_threshold(y: np.ndarray, p: np.ndarray, mel: np.ndarray | None = None) -> float:
+    """The highest threshold with recall >= 0.90 on all cancers and, where `mel` marks
+    melanomas, on the melanomas alone."""
+    threshold = choose_threshold(y, p, 'min_sensitivity', SCREENING_RECALL)
+    if mel is not None and mel.any():
+        ones = np.ones(int(mel.sum()))
+        return min(threshold, choose_threshold(ones, p[mel], 'min_sensitivity', SCREENING_RECALL))
+    return threshold
+
+
+def choose_points(y, p, fold, domain: str, primary: bool = True, mel=None) -> dict:
+    """Thresholds on the pooled predictions of one domain, with each fold's own threshold as the
+    spread (mel: melanoma mask, for the screening point's melanoma recall)."""
+    mel = np.zeros(len(y), bool) if mel is None else np.asarray(mel, bool)
     rules = {
-        'screening': ('min_sensitivity', f'recall >= {SCREENING_RECALL:.2f}'),
-        'balanced': ('max_f1', 'max F1'),
+        'screening': (
+            lambda m: screening_threshold(y[m], p[m]),
+            f'recall >= {SCREENING_RECALL:.2f}',
+        ),
+        'melanoma': (
+            lambda m: screening_threshold(y[m], p[m], mel[m]),
+            f'recall >= {SCREENING_RECALL:.2f}, melanoma recall >= {SCREENING_RECALL:.2f}',
+        ),
+        'balanced': (lambda m: choose_threshold(y[m], p[m], 'max_f1'), 'max F1'),
     }
+    if not mel.any():
+        del rules['melanoma']
     points = {}
-    for name, (policy, criterion) in rules.items():
-        threshold = choose_threshold(y, p, policy, SCREENING_RECALL)
+    for name, (rule, criterion) in rules.items():
+        threshold = rule(np.ones(len(y), bool))
         pooled = binary_report(y, p, threshold)
         per_fold = []
         for k in np.unique(fold):
             m = fold == k
-            own = choose_threshold(y[m], p[m], policy, SCREENING_RECALL)
+            own = rule(m)
             at_pooled = binary_report(y[m], p[m], threshold)
             per_fold.append({'fold': int(k), 'own_threshold': own} | _pick(at_pooled))
-        points[name] = {
+        points[point_name(domain, name, primary)] = {
+            'domain': domain,
             'threshold': threshold,
             'criterion': criterion,
-            'pooled_oof': _pick(pooled) | {'n': pooled['n'], 'positives': pooled['positives']},
+            'pooled_oof': _pick(pooled)
+            | {'n': pooled['n'], 'positives': pooled['positives']}
+            | ({'melanoma_recall': float(np.mean(p[mel] >= threshold))} if mel.any() else {}),
             'folds': per_fold,
             'spread': {
                 key: {'mean': float(np.mean(v)), 'std': float(np.std(v))}
@@ -111,32 +146,49 @@ def variant_logits(model_dir: Path, file_name: str, images: np.ndarray) -> tuple
 
 
 def calibrate_variants(model_dir: Path, val) -> dict:
-    """Temperature and bias per variant file, fitted on `val` through that file's engine."""
+    """Temperature and bias per variant file and domain, fitted on the `val` images of that
+    domain through that file's engine (the primary domain's at the top, the others under
+    'domains')."""
     card = ModelCard.load(model_dir)
     views = card.decision.views
     images = prepare_batch([load_rgb(p) for p in val.paths], card.preprocessing, views)
+    primary, *others = val.domain_names
     calibration = {}
     for file_name, info in card.files.items():
         if 'precision' not in info:
             continue
         card.verify(model_dir / file_name)
         logits, engine = variant_logits(model_dir, file_name, images)
-        temperature, bias = fit_calibration(val.y, per_frame(logits, views))
-        calibration[file_name] = {
-            'temperature': temperature,
-            'bias': bias,
-            'engine': engine,
-            'mean_logit': float(np.mean(logits)),
-        }
-        print(f'{file_name}: T {temperature:.3f} b {bias:+.3f} ({engine}, {len(val)} images)')
+        fitted = {}
+        for domain in val.domain_names:
+            mine = val.domains == domain
+            z = per_frame(logits, views)[mine]
+            temperature, bias = fit_calibration(val.y[mine], z)
+            fitted[domain] = {
+                'temperature': temperature,
+                'bias': bias,
+                'mean_logit': float(np.mean(z)),
+                'images': int(mine.sum()),
+            }
+            print(
+                f'{file_name} {domain}: T {temperature:.3f} b {bias:+.3f} ({engine}, '
+                f'{int(mine.sum())} images)'
+            )
+        calibration[file_name] = fitted[primary] | {'domain': primary, 'engine': engine}
+        if others:
+            calibration[file_name]['domains'] = {d: fitted[d] for d in others}
     return calibration
 
 
 def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> dict:
     model_dir = Path(model_dir)
     runs = [Path(r) for r in cv_runs]
-    y, p, fold = pooled_oof(model_dir, runs)
-    points = choose_points(y, p, fold)
+    y, p, fold, domains, mel = pooled_oof(model_dir, runs)
+    names = list(dict.fromkeys(domains.tolist()))
+    points = {}
+    for domain in names:
+        m = domains == domain
+        points |= choose_points(y[m], p[m], fold[m], domain, domain == names[0], mel[m])
     val = release_validation(model_dir)
     calibration = calibrate_variants(model_dir, val)
     card = ModelCard.load(model_dir)
@@ -146,11 +198,20 @@ def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> 
         'calibration': calibration,
         'chosen_on': {
             'thresholds': 'pooled out-of-fold predictions of CV folds '
-            f'{sorted(set(fold.tolist()))} ({len(y)} images, {int(y.sum())} positives), '
-            'held-out fold excluded',
-            'calibration': f'inner validation of the release model ({len(val)} images, '
-            f'{int(val.y.sum())} positives, {len(set(val.groups))} lesions), every variant '
-            'through its own engine',
+            f'{sorted(set(fold.tolist()))}, per domain ('
+            + ', '.join(
+                f'{d}: {int((domains == d).sum())} images, {int(y[domains == d].sum())} positives'
+                for d in names
+            )
+            + '), held-out fold excluded',
+            'calibration': 'inner validation of the release model, per domain ('
+            + ', '.join(
+                f'{d}: {int((val.domains == d).sum())} images, '
+                f'{int(val.y[val.domains == d].sum())} positives, '
+                f'{len(set(val.groups[val.domains == d]))} groups'
+                for d in val.domain_names
+            )
+            + '), every variant through its own engine',
             'cv_runs': [r.name for r in runs],
         },
     }

@@ -34,11 +34,11 @@ from skin_screening.core.postprocess import (
 )
 
 from .config import RunConfig, set_seeds
-from .data import LabelledSet, grouped_folds, inner_split, load_dataset
+from .data import LabelledSet, grouped_folds, inner_split, load_dataset, mapping_name
 from .distill import save_fold_logits
 from .explain import gradcam_agreement
 from .export import export_verified
-from .features import cached_activations
+from .features import training_activations
 from .model import TrainingError, build_model
 from .prune import sparsity
 from .recipe import predict_views, train_cached
@@ -57,9 +57,10 @@ def make_run_dir(out_dir: str | Path, name: str) -> Path:
 def write_split(path: Path, data: LabelledSet, fold: np.ndarray) -> None:
     with path.open('w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['path', 'label', 'y', 'group', 'fold'])
-        for p, lab, y, g, k in zip(data.paths, data.labels, data.y, data.groups, fold):
-            writer.writerow([str(p), lab, int(y), g, int(k)])
+        writer.writerow(['path', 'label', 'y', 'group', 'fold', 'domain'])
+        rows = zip(data.paths, data.labels, data.y, data.groups, fold, data.domains)
+        for p, lab, y, g, k, d in rows:
+            writer.writerow([str(p), lab, int(y), g, int(k), d])
 
 
 def calibrate_and_score(cfg, y_val, val_logits, y_test, test_logits) -> dict:
@@ -93,6 +94,34 @@ def calibrate_and_score(cfg, y_val, val_logits, y_test, test_logits) -> dict:
         'at_max_f1_on_fold': binary_report(y_test, p_test, oracle),
         'uncertainty': uncertainty_report(val, y_test, test, rule, REPORTED_COVERAGE),
     }
+
+
+DOMAIN_REPORTS = ('at_threshold', 'at_sensitivity_threshold')
+
+
+def score_domains(cfg, data: LabelledSet, val, val_logits, test, test_logits) -> dict:
+    """calibrate_and_score on the primary domain (the first dataset: figures comparable with a
+    run on it alone) and, with several domains, on each domain with its own calibration and
+    threshold (result['domains'])."""
+    views = cfg.train.tta_views
+
+    def part(index, logits, domain):
+        mine = data.domains[index] == domain
+        return index[mine], logits[np.repeat(mine, views)]
+
+    names = data.domain_names
+    per_domain = {}
+    for domain in names:
+        (v, vz), (t, tz) = part(val, val_logits, domain), part(test, test_logits, domain)
+        per_domain[domain] = calibrate_and_score(cfg, data.y[v], vz, data.y[t], tz) | {
+            'n_val': len(v),
+            'n_test': len(t),
+        }
+    result = per_domain[names[0]]
+    if len(names) > 1:
+        keep = ('rule', 'temperature', 'bias', 'threshold', 'n_val', 'n_test', *DOMAIN_REPORTS)
+        result['domains'] = {d: {k: r[k] for k in keep} for d, r in per_domain.items()}
+    return result
 
 
 def referral_bound(scores: Scores, coverage: float, name: str) -> float:
@@ -140,10 +169,8 @@ def run_training(cfg: RunConfig) -> Path:
     spec = cfg.model.preprocessing()
     if cfg.train.recipe == 'cached':
         model = build_model(cfg.model)
-        acts, data = cached_activations(
-            data, model.front, spec, cfg.train.views, Path(cfg.cache_dir), cfg.data.bad_images
-        )
-        acts = np.asarray(acts)  # into memory: random views per sample each step
+        # into memory: random views per sample each step
+        acts, data = training_activations(data, model.front, spec, cfg)
         initial = model.top.get_weights()
     elif cfg.train.recipe == 'full':
         from .data import read_images
@@ -165,7 +192,10 @@ def run_training(cfg: RunConfig) -> Path:
         )
         if acts is not None:
             model.top.set_weights(initial)
-            history = train_cached(model, acts, data.y, fit, val, cfg.train, cfg.seed + k)
+            history = train_cached(
+                model, acts, data.y, fit, val, cfg.train, cfg.seed + k, data.domains
+            )
+            model.top.save_weights(run_dir / f'fold{k}.top.weights.h5')  # per-fold variants
             val_logits = predict_views(model.top, acts, val, cfg.train.tta_views)
             test_logits = predict_views(model.top, acts, test, cfg.train.tta_views)
             every = predict_views(model.top, acts, np.arange(len(data)), cfg.train.tta_views)
@@ -180,7 +210,7 @@ def run_training(cfg: RunConfig) -> Path:
             model, history = train_full(cfg, data, fit, val, cfg.seed + k, teacher)
             val_logits = predict_images(model, data, val, cfg)
             test_logits = predict_images(model, data, test, cfg)
-        result = calibrate_and_score(cfg, data.y[val], val_logits, data.y[test], test_logits)
+        result = score_domains(cfg, data, val, val_logits, test, test_logits)
         if cfg.train.prune_sparsity:
             result['sparsity'] = sparsity(model.top, model.full)
         result |= {'fold': k, 'n_fit': len(fit), 'n_val': len(val), 'best': history.best}
@@ -196,6 +226,11 @@ def run_training(cfg: RunConfig) -> Path:
         for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold', 'uncertainty')
     }
     summary['ece_uncalibrated'] = mean_std([{'ece': f['ece_uncalibrated']} for f in folds])['ece']
+    if 'domains' in folds[0]:
+        summary['domains'] = {
+            d: {key: mean_std([f['domains'][d][key] for f in folds]) for key in DOMAIN_REPORTS}
+            for d in folds[0]['domains']
+        }
     metrics = {
         'cv_folds': folds,
         'cv_summary': summary,
@@ -213,6 +248,19 @@ def run_training(cfg: RunConfig) -> Path:
     (run_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     print(f'run written to {run_dir} in {time.time() - start:.0f} s')
     return run_dir
+
+
+def domain_counts(data: LabelledSet) -> dict:
+    """Per imaging domain: images, cancers and groups (lesions or patients)."""
+    out = {}
+    for domain in data.domain_names:
+        mine = data.domains == domain
+        out[domain] = {
+            'images': int(mine.sum()),
+            'positives': int(data.y[mine].sum()),
+            'groups': int(len(np.unique(data.groups[mine]))),
+        }
+    return out
 
 
 def describe(model) -> str:
@@ -253,7 +301,8 @@ def export_release(cfg, model, data, test, spec, result, run_dir: Path) -> Path:
         data={
             'format': cfg.data.format,
             'root': cfg.data.root,
-            'mapping': cfg.data.mapping,
+            'mapping': mapping_name(cfg.data),
+            'domains': domain_counts(data),
             'images': len(data),
             'positives': int(data.y.sum()),
             'groups': int(len(np.unique(data.groups))),

@@ -15,7 +15,7 @@ from .preprocess import Preprocessing
 CARD_NAME = 'model_card.json'
 # The shipped default model, relative to the checkout (or the package share when installed):
 # the best CV ROC-AUC among the zoo's models whose INT8 keeps 30 fps in the node on a 2-core CPU.
-DEFAULT_MODEL = 'data/models/mobilenetv2-a1.0'
+DEFAULT_MODEL = 'data/models/mobilenetv2-a1.0-clinical'
 
 
 class ModelCardError(ValueError):

@@ -6,15 +6,25 @@ thresholds on the calibrated probability that every variant shares:
 
 - 'screening': the highest threshold whose recall is >= the target (0.90) on the pooled
   out-of-fold predictions of the cross-validation;
+- 'melanoma': the highest threshold whose recall is >= the target on all cancers AND on the
+  melanomas alone (where the data has melanomas);
 - 'balanced': the threshold of maximum F1 on the same pooled predictions.
 
 Calibrating each variant through its own engine absorbs a variant's logit shift (INT8 rounding
 moves logits down): the same threshold then means the same sensitivity at every precision.
 
+A model trained on several imaging domains (dermoscopy and clinical photographs) has points per
+domain: the primary domain's are named as above, another domain's carry its name
+('clinical-screening') and that domain's own calibration of every variant (fitted on that
+domain's validation images), under the file's 'domains':
+
     card.operating_points = {
-        'default': 'balanced',
-        'points': {'screening': {'threshold': 0.21, 'criterion': 'recall >= 0.90', ...}, ...},
-        'calibration': {'model.int8-u8.onnx': {'temperature': 1.1, 'bias': -0.4}, ...},
+        'default': 'screening',
+        'points': {'screening': {'threshold': 0.12, 'criterion': 'recall >= 0.90',
+                                 'domain': 'dermoscopic', ...},
+                   'clinical-screening': {'threshold': 0.3, 'domain': 'clinical', ...}, ...},
+        'calibration': {'model.int8-u8.onnx': {'temperature': 1.1, 'bias': -0.4,
+                                               'domains': {'clinical': {...}}}, ...},
         ...
     }
 """
@@ -42,6 +52,29 @@ def names(operating_points: dict) -> list[str]:
     return list(operating_points.get('points', {}))
 
 
+def point_name(domain: str, kind: str, primary: bool) -> str:
+    """'screening' for the primary domain, 'clinical-screening' for another."""
+    return kind if primary else f'{domain}-{kind}'
+
+
+def domain_points(operating_points: dict, domain: str | None) -> dict[str, dict]:
+    """The points of `domain` (a card without domains: all of them, whatever is asked)."""
+    points = operating_points.get('points', {})
+    if not any('domain' in p for p in points.values()):
+        return dict(points)
+    return {n: p for n, p in points.items() if p.get('domain') == domain}
+
+
+def domain_default(operating_points: dict, domain: str | None) -> str | None:
+    """The point a replay of `domain` data uses: the card's default when it is of that domain,
+    else that domain's 'screening' point; None when the card has no point for it."""
+    mine = domain_points(operating_points, domain)
+    default = operating_points.get('default')
+    if default in mine or not mine:
+        return default if mine else None
+    return next((n for n, p in mine.items() if n.endswith('screening')), next(iter(mine)))
+
+
 def resolve_rule(
     decision: DecisionRule, operating_points: dict, file_name: str, name: str | None = None
 ) -> tuple[DecisionRule, str]:
@@ -66,6 +99,14 @@ def resolve_rule(
             f'{file_name} has no calibration in its model card (a variant built after the '
             'operating points were chosen): run python -m training operating-points again'
         )
+    domain = points[name].get('domain')
+    if domain is not None and domain != calibration.get('domain', domain):
+        if domain not in calibration.get('domains', {}):
+            raise OperatingPointError(
+                f'{file_name} has no {domain} calibration for point {name!r}: run python -m '
+                'training operating-points again'
+            )
+        calibration = calibration['domains'][domain]
     rule = replace(
         decision,
         temperature=float(calibration['temperature']),

@@ -1,0 +1,185 @@
+"""Imaging domains: dermoscopy and clinical photographs in one grouped CV, camera-like views,
+domain-balanced sampling, and operating points with a calibration per domain."""
+
+import csv
+
+import numpy as np
+import pytest
+from skin_screening.core.classifier import Classifier
+from skin_screening.core.model_card import ModelCard
+from skin_screening.core.operating_points import (
+    OperatingPointError,
+    domain_default,
+    domain_points,
+)
+from skin_screening.core.preprocess import Preprocessing, load_rgb
+
+from tests.conftest import small_training
+from training.camera import CameraAugment, camera_views
+from training.config import DataConfig, SplitConfig, load_config
+from training.data import DataError, LabelledSet, grouped_folds, inner_split, load_dataset
+from training.recipe import class_weights, epoch_positions
+
+
+def _joint(ham, pad, **extra) -> DataConfig:
+    return DataConfig(root=str(ham), extra=[{'format': 'pad_ufes_20', 'root': str(pad)} | extra])
+
+
+def test_a_domain_keeps_its_own_folds_when_another_joins(ham, pad):
+    """Each domain is split on its own: HAM10000's folds and inner validation are those of a run
+    on HAM10000 alone (so dermoscopic CV figures compare fold by fold); patients never split."""
+    joint = load_dataset(_joint(ham, pad))
+    alone = load_dataset(DataConfig(root=str(ham)))
+    assert joint.domain_names == ['dermoscopic', 'clinical']
+    assert (joint.domains == 'clinical').sum() == 441
+    fold = grouped_folds(joint, SplitConfig(), 1234)
+    fold_alone = grouped_folds(alone, SplitConfig(), 1234)
+    derm = joint.domains == 'dermoscopic'
+    assert np.array_equal(fold[derm], fold_alone)
+    clinical = ~derm
+    for k in range(5):
+        mine = clinical & (fold == k)
+        assert not set(joint.groups[mine]) & set(joint.groups[clinical & (fold != k)])
+        assert 0.4 < joint.y[mine].mean() < 0.7  # stratified within the clinical photos
+    train = np.nonzero(fold != 0)[0]
+    fit, val = inner_split(joint, train, 0.15, seed=1234)
+    fit_a, val_a = inner_split(alone, np.nonzero(fold_alone != 0)[0], 0.15, seed=1234)
+    assert np.array_equal(val[joint.domains[val] == 'dermoscopic'], val_a)
+    assert set(joint.domains[val]) == {'dermoscopic', 'clinical'}
+
+
+def test_early_stopping_on_one_domain_needs_two():
+    with pytest.raises(ValueError, match='stop_domain needs data.extra'):
+        load_config(None, ['train.stop_domain=dermoscopic'])
+
+
+def test_a_group_in_two_datasets_is_refused(ham):
+    with pytest.raises(DataError, match='occur in two datasets'):
+        load_dataset(DataConfig(root=str(ham), extra=[{'root': str(ham), 'domain': 'copy'}]))
+    with pytest.raises(DataError, match=r'data.extra\[0\]'):
+        load_dataset(DataConfig(root=str(ham), extra=[{'folder': 'x'}]))
+
+
+def test_camera_views_are_reproducible_camera_like_crops(ham):
+    image = load_rgb(sorted((ham / 'images').glob('*.jpg'))[0])
+    spec = Preprocessing()
+    a = camera_views(image, spec, 4, seed=7, aug=CameraAugment())
+    b = camera_views(image, spec, 4, seed=7, aug=CameraAugment())
+    c = camera_views(image, spec, 4, seed=8, aug=CameraAugment())
+    assert all(v.shape == (224, 224, 3) and v.dtype == np.uint8 for v in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # cached views: same every run
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert len({round(float(v.mean()), 1) for v in a}) == 4  # exposure differs between views
+
+
+def test_domain_balanced_epochs_and_per_domain_class_weights():
+    domains = np.array(['d'] * 900 + ['c'] * 100)
+    visits = epoch_positions(domains, 0.25)
+    assert set(visits[:1000]) == set(range(1000))  # every image once ...
+    assert np.mean(domains[visits] == 'c') == pytest.approx(0.25, abs=0.002)  # ... c at 25 %
+    assert np.array_equal(epoch_positions(domains, 0.0), np.arange(1000))
+    y = np.array([1] * 100 + [0] * 800 + [1] * 50 + [0] * 50)
+    w = class_weights(y, True, domains)
+    for d in ('d', 'c'):
+        m = domains == d
+        assert w[m & (y == 1)].sum() == pytest.approx(w[m & (y == 0)].sum())
+
+
+@pytest.fixture(scope='module')
+def joint_run(ham, pad, tmp_path_factory):
+    """A small real joint run: 200 HAM10000 + 90 clinical images, 2 folds, a camera view, the
+    clinical photos at least a quarter of each epoch; then its operating points."""
+    from training.operating_points import write_operating_points
+
+    run = small_training(
+        ham,
+        tmp_path_factory.mktemp('joint'),
+        'data.limit=200',
+        f'data.extra=[{{format: pad_ufes_20, root: "{pad}", limit: 90}}]',
+        'train.views=1',
+        'train.camera_views=1',
+        'train.domain_share=0.25',
+        'train.stop_domain=dermoscopic',
+        'export.check_images=8',
+    )
+    write_operating_points(run, [run])
+    return run
+
+
+@pytest.mark.slow
+def test_a_joint_run_reports_and_calibrates_each_domain(joint_run):
+    card = ModelCard.load(joint_run)
+    counts = card.data['domains']
+    assert set(counts) == {'dermoscopic', 'clinical'} and counts['clinical']['images'] >= 80
+    folds = card.metrics['cv_folds']
+    for f in folds:
+        assert {d: f['domains'][d]['n_test'] > 0 for d in counts} == {d: True for d in counts}
+        assert f['domains']['dermoscopic']['at_threshold'] == f['at_threshold']
+    summary = card.metrics['cv_summary']['domains']['clinical']['at_threshold']
+    assert np.isfinite(summary['roc_auc']['mean'])
+    with (joint_run / 'split.csv').open() as f:
+        assert {r['domain'] for r in csv.DictReader(f)} == {'dermoscopic', 'clinical'}
+    ops = card.operating_points
+    kinds = ('screening', 'melanoma', 'balanced')  # melanoma: where the domain has melanomas
+    assert set(domain_points(ops, 'clinical')) == {f'clinical-{k}' for k in kinds}
+    assert set(domain_points(ops, 'dermoscopic')) == set(kinds)
+    mel = ops['points']['clinical-melanoma']
+    assert mel['threshold'] <= ops['points']['clinical-screening']['threshold']
+    assert mel['pooled_oof']['melanoma_recall'] >= 0.9
+    assert domain_default(ops, 'clinical') == 'clinical-screening'
+    assert domain_default(ops, 'dermoscopic') == ops['default'] == 'screening'
+    assert domain_default(ops, 'x-ray') is None
+    calibration = ops['calibration']['model.fp32.onnx']
+    clinical = calibration['domains']['clinical']
+    assert calibration['domain'] == 'dermoscopic' and clinical['images'] > 0
+    clf = Classifier(joint_run, operating_point='clinical-screening', warmup_runs=0)
+    try:  # the clinical point decides with the clinical calibration
+        assert (clf.rule.temperature, clf.rule.bias) == (clinical['temperature'], clinical['bias'])
+        assert clf.rule.threshold == ops['points']['clinical-screening']['threshold']
+    finally:
+        clf.close()
+    del ops['calibration']['model.fp32.onnx']['domains']
+    with pytest.raises(OperatingPointError, match='no clinical calibration'):
+        card.rule('model.fp32.onnx', 'clinical-screening')
+
+
+def test_a_labelled_set_without_domains_is_dermoscopic():
+    data = LabelledSet([], [], np.zeros(0), np.zeros(0), [])
+    assert data.domain_names == []
+    assert LabelledSet(['a'], ['nv'], np.zeros(1), np.array(['g']), ['a']).domain_names == [
+        'dermoscopic'
+    ]
+
+
+@pytest.mark.slow
+def test_evaluation_reports_each_domain_at_its_own_points(joint_run):
+    from training.evaluate import evaluate_all
+
+    rows, table = evaluate_all(joint_run, precisions=('fp32',), repeats=2)
+    by_domain = {}
+    for r in table:
+        by_domain.setdefault(r['domain'], set()).add(r['operating_point'])
+    kinds = {'screening', 'melanoma', 'balanced'}
+    assert by_domain == {'dermoscopic': kinds, 'clinical': {f'clinical-{k}' for k in kinds}}
+    with (joint_run / 'heldout.csv').open() as f:
+        held = list(csv.DictReader(f))
+    clinical = [r for r in table if r['domain'] == 'clinical']
+    n_clinical = sum(r['domain'] == 'clinical' for r in held)
+    assert all(r['frames'] + r['unassessable'] == n_clinical for r in clinical)
+    assert all(0 <= r['recall_ci'][0] <= r['recall'] <= r['recall_ci'][1] for r in clinical)
+    assert rows[0]['images'] == len(held) - n_clinical  # the default point's domain: dermoscopic
+
+
+def test_run_py_decides_at_the_point_of_the_datas_domain(ham_model):
+    from argparse import Namespace
+
+    from training.replay_scoring import choose_point
+
+    def point(fmt, chosen=None):
+        return choose_point(Namespace(format=fmt, model_dir=ham_model, operating_point=chosen))
+
+    assert point('pad_ufes_20') == 'clinical-screening'
+    assert point('ham10000') == point('csv') == 'screening'
+    assert point('pad_ufes_20', 'balanced') == 'balanced'
+    with pytest.raises(OperatingPointError, match="unknown operating point 'lenient'"):
+        point('ham10000', 'lenient')
