@@ -24,6 +24,7 @@ from .launching import package_share, parse_launch, start
 
 # Who the bag player waits for (its parameter -> the replay nodes counted in it).
 LISTENERS = {
+    'image_subscribers': ('findings',),
     'diagnosis_subscribers': ('recorder', 'findings'),
     'end_subscribers': ('inference', 'power_monitor', 'recorder', 'findings'),
 }

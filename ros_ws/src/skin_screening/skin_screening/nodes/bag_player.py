@@ -8,7 +8,9 @@ so every Diagnosis carries the bag frame's own header stamp. The node exits when
 (or breaks: a truncated bag is reported and whatever was replayed stays recorded).
 
 Start handshake: the first frame goes out only when this player's image publisher has matched
-the inference node's subscription AND the inference node reports on /diagnostics that ITS
+`image_subscribers` subscriptions (the inference node, and the findings node, which keeps the
+frames of an alert: unmatched, it lost the first seconds of a session) AND the inference node
+reports on /diagnostics that ITS
 diagnosis publisher has matched `diagnosis_subscribers` subscriptions (this player and the
 recorder): a graph entry alone does not mean the recorder will receive the first diagnoses.
 At the end it waits until the recorder reports as many diagnosis rows as were answered, and
@@ -99,6 +101,16 @@ class BagPlayerNode(Node):
             2,
             descriptor(
                 'Subscribers of diagnosis to wait for, this player included (2 = a recorder too).',
+                read_only=True,
+                int_range=(1, 100),
+            ),
+        )
+        p(
+            'image_subscribers',
+            1,
+            descriptor(
+                'Subscribers of the image topic to wait for (the inference node; 2 = a '
+                'findings node too).',
                 read_only=True,
                 int_range=(1, 100),
             ),
@@ -196,7 +208,7 @@ class BagPlayerNode(Node):
         """The handshake (see the module docstring)."""
         wanted = self.get_parameter('diagnosis_subscribers').value
         return (
-            self._pub.get_subscription_count() >= 1
+            self._pub.get_subscription_count() >= self.get_parameter('image_subscribers').value
             and self._status_int('inference', 'diagnosis_subscribers') >= wanted
         )
 
