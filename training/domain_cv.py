@@ -31,8 +31,7 @@ from skin_screening.core.postprocess import sigmoid
 from skin_screening.core.preprocess import load_rgb, prepare_batch
 
 from .data import DataError, split_set
-from .distill import TEACHER_FILE
-from .operating_points import melanoma, screening_threshold
+from .operating_points import fold_scores, melanoma, screening_threshold
 
 RESULT_FILE = 'domain_cv.json'
 
@@ -41,18 +40,7 @@ def fold_predictions(run: Path) -> dict:
     """Every image scored by the fold model that did not train on it, calibrated for its
     domain by that fold -> {'data', 'fold', 'logit', 'probability'}."""
     data, fold = split_set(run)
-    saved = np.load(run / TEACHER_FILE)
-    if list(saved['ids']) != list(data.ids):
-        raise DataError(f'{run}: fold logits and split.csv disagree')
-    folds = {f['fold']: f for f in json.loads((run / 'metrics.json').read_text())['cv_folds']}
-    logit = np.full(len(data), np.nan)
-    probability = np.full(len(data), np.nan)
-    for row, k in enumerate(int(k) for k in saved['folds']):
-        for domain in data.domain_names:
-            m = (fold == k) & (data.domains == domain)
-            own = folds[k].get('domains', {}).get(domain, folds[k])
-            logit[m] = saved['logits'][row][m]
-            probability[m] = sigmoid(logit[m] / own['temperature'] + own['bias'])
+    logit, probability = fold_scores(run, data, fold)
     return {'data': data, 'fold': fold, 'logit': logit, 'probability': probability}
 
 

@@ -172,7 +172,7 @@ def evaluate_all(
             row['max_abs_prob_diff'] = float(
                 np.max(np.abs(row['_probability'] - reference['_probability']))
             )
-    table = domain_tables(model_dir, rows, images, y, groups, labels, domains, threads)
+    table = domain_tables(model_dir, rows, images, y, groups, labels, domains, main, threads)
     public = [{k: v for k, v in r.items() if not k.startswith('_')} for r in rows]
     if out:
         out = Path(out)
@@ -186,7 +186,7 @@ def evaluate_all(
     return public, table
 
 
-def domain_tables(model_dir: Path, rows, images, y, groups, labels, domains, threads) -> list:
+def domain_tables(model_dir: Path, rows, images, y, groups, labels, domains, main, threads):
     """Per imaging domain of the images, every variant at every operating point of that domain
     (probabilities calibrated for it, through each variant's own engine), with grouped-
     bootstrap CIs and the paired recall difference to FP32; rows tagged with the domain."""
@@ -201,13 +201,15 @@ def domain_tables(model_dir: Path, rows, images, y, groups, labels, domains, thr
         mine = domains == domain
         results = {}
         for r in rows:
-            clf = Classifier(
-                model_dir, r['precision'], r['backend'], threads=threads, operating_point=start
-            )
-            try:
-                part = evaluate_one(clf, images[mine], y[mine])
-            finally:
-                clf.close()
+            part = r  # the per-variant rows: this domain's images at this point already
+            if r['operating_point'] != start or not np.array_equal(mine, main):
+                clf = Classifier(
+                    model_dir, r['precision'], r['backend'], threads=threads, operating_point=start
+                )
+                try:
+                    part = evaluate_one(clf, images[mine], y[mine])
+                finally:
+                    clf.close()
             results[f'{r["precision"]}/{r["backend"]}'] = {
                 'y': y[mine],
                 'probability': part['_probability'],

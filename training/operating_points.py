@@ -36,30 +36,40 @@ DEFAULT_POINT = 'screening'  # a screening tool's default: miss as few cancers a
 REPORTED = ('recall', 'specificity', 'f1', 'precision')
 
 
+def fold_scores(run: Path, data, fold: np.ndarray, skip: int | None = None):
+    """-> (logit, calibrated probability) of every image from the training `run`'s fold model
+    that did not train on it, calibrated for the image's domain by that fold (NaN where the run
+    has no model for the fold, and for fold `skip`)."""
+    if not (run / TEACHER_FILE).is_file() or not (run / 'metrics.json').is_file():
+        raise DataError(f'{run} is not a cached-recipe training run (no {TEACHER_FILE})')
+    saved = np.load(run / TEACHER_FILE)
+    if list(saved['ids']) != list(data.ids) or not np.array_equal(saved['fold'], fold):
+        raise DataError(f'{run} used other images or another split')
+    folds = {f['fold']: f for f in json.loads((run / 'metrics.json').read_text())['cv_folds']}
+    logit = np.full(len(data), np.nan, np.float32)  # as saved: probabilities as before
+    probability = np.full(len(data), np.nan)
+    for row, k in enumerate(int(k) for k in saved['folds']):
+        if k == skip:
+            continue
+        for domain in data.domain_names:
+            test = (fold == k) & (data.domains == domain)
+            own = folds[k].get('domains', {}).get(domain, folds[k])
+            logit[test] = saved['logits'][row][test]
+            probability[test] = sigmoid(logit[test] / own['temperature'] + own['bias'])
+    return logit, probability
+
+
 def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, ...]:
-    """-> (y, calibrated probability, fold, domain) of every image outside the held-out fold,
-    each scored by the CV model that did not train on it, calibrated for its domain."""
+    """-> (y, calibrated probability, fold, domain, melanoma) of every image outside the
+    held-out fold, each scored by the CV model that did not train on it, calibrated for its
+    domain."""
     card = ModelCard.load(model_dir)
     held = int(card.data.get('heldout_fold', 0))
     data, fold = split_set(model_dir)
     probability = np.full(len(data), np.nan)
     for run in cv_runs:
-        if not (run / TEACHER_FILE).is_file() or not (run / 'metrics.json').is_file():
-            raise DataError(f'{run} is not a cached-recipe training run (no {TEACHER_FILE})')
-        saved = np.load(run / TEACHER_FILE)
-        if list(saved['ids']) != list(data.ids) or not np.array_equal(saved['fold'], fold):
-            raise DataError(f'{run} used other images or another split than {model_dir}')
-        folds = {f['fold']: f for f in json.loads((run / 'metrics.json').read_text())['cv_folds']}
-        for row, k in enumerate(saved['folds']):
-            k = int(k)
-            if k == held:
-                continue
-            for domain in data.domain_names:
-                test = (fold == k) & (data.domains == domain)
-                own = folds[k].get('domains', {}).get(domain, folds[k])
-                probability[test] = sigmoid(
-                    saved['logits'][row][test] / own['temperature'] + own['bias']
-                )
+        scored = fold_scores(run, data, fold, skip=held)[1]
+        probability = np.where(np.isfinite(scored), scored, probability)
     scored = np.isfinite(probability)
     missing = sorted(set(np.unique(fold[fold != held])) - set(np.unique(fold[scored])))
     if missing:
