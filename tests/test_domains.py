@@ -88,7 +88,8 @@ def test_domain_balanced_epochs_and_per_domain_class_weights():
 @pytest.fixture(scope='module')
 def joint_run(ham, pad, tmp_path_factory):
     """A small real joint run: 200 HAM10000 + 90 clinical images, 2 folds, a camera view, the
-    clinical photos at least a quarter of each epoch; then its operating points."""
+    clinical photos at least a quarter of each epoch, dermoscopy first and then one adapt epoch
+    on both; then its operating points."""
     from training.operating_points import write_operating_points
 
     run = small_training(
@@ -100,6 +101,8 @@ def joint_run(ham, pad, tmp_path_factory):
         'train.camera_views=1',
         'train.domain_share=0.25',
         'train.stop_domain=dermoscopic',
+        'train.pretrain_domain=dermoscopic',
+        'train.adapt_epochs=1',
         'export.check_images=8',
     )
     write_operating_points(run, [run])
@@ -115,6 +118,8 @@ def test_a_joint_run_reports_and_calibrates_each_domain(joint_run):
     for f in folds:
         assert {d: f['domains'][d]['n_test'] > 0 for d in counts} == {d: True for d in counts}
         assert f['domains']['dermoscopic']['at_threshold'] == f['at_threshold']
+        assert set(f['pretrained']['val_aucs']) == {'dermoscopic'}  # pretrained on it alone
+        assert f['best']['phase'] in ('adapt', 'before adapt')
     summary = card.metrics['cv_summary']['domains']['clinical']['at_threshold']
     assert np.isfinite(summary['roc_auc']['mean'])
     with (joint_run / 'split.csv').open() as f:
@@ -183,3 +188,69 @@ def test_run_py_decides_at_the_point_of_the_datas_domain(ham_model):
     assert point('pad_ufes_20', 'balanced') == 'balanced'
     with pytest.raises(OperatingPointError, match="unknown operating point 'lenient'"):
         point('ham10000', 'lenient')
+
+
+def _conflicting_domains(seed=0):
+    """Cut activations where domain 'b' labels the first channel the other way round from 'a'
+    and also shows its label in the second channel: training on 'b' costs 'a'."""
+    rng = np.random.default_rng(seed)
+    domains = np.array(['a'] * 600 + ['b'] * 300)
+    y = rng.integers(0, 2, len(domains))
+    sign = np.where(domains == 'a', 1.0, -1.0)
+    acts = rng.standard_normal((1, len(y), 2, 2, 4)).astype(np.float32)
+    acts[0, :, :, :, 0] += (sign * (2 * y - 1) * 0.8)[:, None, None]
+    acts[0, :, :, :, 1] += (np.where(domains == 'b', 2 * y - 1, 0) * 0.8)[:, None, None]
+    return acts, y, domains
+
+
+def _adapted(tolerance: float):
+    import keras
+
+    from training.config import TrainConfig
+    from training.model import SplitModel
+    from training.recipe import train_cached
+
+    keras.utils.set_random_seed(3)
+    acts, y, domains = _conflicting_domains()
+    inputs = keras.Input((2, 2, 4))
+    head = keras.layers.Dense(1)
+    top = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model = SplitModel(full=None, front=None, top=top, head_layers=[head], weights_source='')
+    index = np.arange(len(y))
+    fit, val = index[index % 4 != 0], index[index % 4 == 0]
+    cfg = TrainConfig(
+        head_epochs=4,
+        head_lr=0.05,
+        finetune_epochs=0,
+        feature_noise=0.0,
+        domain_share=0.4,
+        pretrain_domain='a',
+        adapt_epochs=6,
+        adapt_lr=0.05,
+        adapt_tolerance=tolerance,
+        patience=6,
+        batch_size=32,
+        views=1,
+    )
+    return train_cached(model, acts, y, fit, val, cfg, seed=3, domains=domains)
+
+
+def test_adapting_to_a_new_domain_keeps_the_pretrained_domain():
+    """Pretraining sees domain 'a' alone; the adapt phase trains on both and keeps only epochs
+    whose validation ROC-AUC on 'a' stays within the tolerance of pretraining's best."""
+    guarded, free = _adapted(0.0), _adapted(1.0)
+    for history in (guarded, free):
+        assert set(history.pretrained['val_aucs']) == {'a'}
+        assert {e['phase'] for e in history.epochs} == {'head', 'adapt'}
+        assert history.best['phase'] in ('adapt', 'before adapt')
+    floor = guarded.pretrained['val_auc']
+    assert guarded.best['val_aucs']['a'] >= floor
+    assert free.best['val_aucs']['a'] < floor - 0.02  # unguarded, 'b' is bought with 'a'
+    assert free.best['val_aucs']['b'] > guarded.best['val_aucs']['b']
+
+
+def test_adapting_needs_a_pretraining_domain():
+    with pytest.raises(ValueError, match='set train.pretrain_domain'):
+        load_config(None, ['data.extra=[{format: pad_ufes_20}]', 'train.adapt_epochs=2'])
+    with pytest.raises(ValueError, match='pretrain_domain needs data.extra'):
+        load_config(None, ['train.pretrain_domain=dermoscopic'])

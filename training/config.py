@@ -74,6 +74,13 @@ class TrainConfig:
     domain_share: float = 0.0
     # Early stopping on the validation ROC-AUC of this domain ('' = the mean over the domains).
     stop_domain: str = ''
+    # Train head and top on this domain alone first (early stopping on it), then fine-tune on
+    # every domain for `adapt_epochs` at `adapt_lr`, keeping only epochs whose validation ROC-AUC
+    # on this domain stays within `adapt_tolerance` of what its own training reached.
+    pretrain_domain: str = ''
+    adapt_epochs: int = 0
+    adapt_lr: float = 5e-5
+    adapt_tolerance: float = 0.0
     batch_size: int = 64
     head_epochs: int = 8
     head_lr: float = 1e-3
@@ -143,6 +150,12 @@ class RunConfig:
             raise ValueError('train.camera_views must be >= 0 and train.domain_share in [0, 1)')
         if t.stop_domain and not self.data.extra:
             raise ValueError('train.stop_domain needs data.extra (more than one domain)')
+        if (t.pretrain_domain or t.adapt_epochs) and (not self.data.extra or t.recipe != 'cached'):
+            raise ValueError('train.pretrain_domain needs data.extra and train.recipe=cached')
+        if t.adapt_epochs and not t.pretrain_domain:
+            raise ValueError(
+                'train.adapt_epochs adapts a pretrained top: set train.pretrain_domain'
+            )
         if t.camera_views and t.recipe != 'cached':
             raise ValueError('train.camera_views are cached views: use train.recipe=cached')
         if t.recipe == 'cached' and t.tta_views > t.views:

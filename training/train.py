@@ -214,6 +214,8 @@ def run_training(cfg: RunConfig) -> Path:
         if cfg.train.prune_sparsity:
             result['sparsity'] = sparsity(model.top, model.full)
         result |= {'fold': k, 'n_fit': len(fit), 'n_val': len(val), 'best': history.best}
+        if history.pretrained:
+            result['pretrained'] = history.pretrained
         folds.append(result)
         if k == cfg.split.holdout_fold:
             release = export_release(cfg, model, data, test, spec, result, run_dir)
