@@ -81,6 +81,12 @@ class TrainConfig:
     adapt_epochs: int = 0
     adapt_lr: float = 5e-5
     adapt_tolerance: float = 0.0
+    # Instead of training: mix two runs' fold tops, (1 - l) A + l B (training/mix.py), with l
+    # chosen on validation among `mix_lambdas`, the first domain's validation ROC-AUC at most
+    # `mix_tolerance` below l = 0's.
+    mix_runs: list[str] = field(default_factory=list)
+    mix_lambdas: list[float] = field(default_factory=lambda: [0, 0.25, 0.4, 0.5, 0.6, 0.75, 1])
+    mix_tolerance: float = 0.005
     batch_size: int = 64
     head_epochs: int = 8
     head_lr: float = 1e-3
@@ -152,6 +158,10 @@ class RunConfig:
             raise ValueError('train.stop_domain needs data.extra (more than one domain)')
         if (t.pretrain_domain or t.adapt_epochs) and (not self.data.extra or t.recipe != 'cached'):
             raise ValueError('train.pretrain_domain needs data.extra and train.recipe=cached')
+        if t.mix_runs and (len(t.mix_runs) != 2 or t.recipe != 'cached'):
+            raise ValueError('train.mix_runs mixes two cached-recipe runs: [A, B]')
+        if t.mix_runs and (0 not in t.mix_lambdas or not all(0 <= x <= 1 for x in t.mix_lambdas)):
+            raise ValueError('train.mix_lambdas must lie in [0, 1] and include 0 (run A)')
         if t.adapt_epochs and not t.pretrain_domain:
             raise ValueError(
                 'train.adapt_epochs adapts a pretrained top: set train.pretrain_domain'

@@ -41,7 +41,7 @@ from .export import export_verified
 from .features import training_activations
 from .model import TrainingError, build_model
 from .prune import sparsity
-from .recipe import predict_views, train_cached
+from .recipe import History, predict_views, train_cached
 
 REPORTED_COVERAGE = 0.8  # uncertainty evaluation: F1 of the 80 % least uncertain frames
 
@@ -181,6 +181,11 @@ def run_training(cfg: RunConfig) -> Path:
         raise TrainingError(f'unknown recipe {cfg.train.recipe!r} (cached, full)')
     fold = grouped_folds(data, cfg.split, cfg.seed)
     write_split(run_dir / 'split.csv', data, fold)
+    mix = None
+    if cfg.train.mix_runs:
+        from .mix import mix_folds
+
+        mix = mix_folds(cfg, model.top, acts, data, fold, run_dir / 'split.csv')
     folds, release, fold_logits = [], None, {}
     for k in range(cfg.split.folds):
         if cfg.split.only_folds is not None and k not in cfg.split.only_folds:
@@ -190,11 +195,15 @@ def run_training(cfg: RunConfig) -> Path:
         fit, val = inner_split(
             data, np.nonzero(fold != k)[0], cfg.split.inner_val_fraction, cfg.seed + k
         )
-        if acts is not None:
+        if mix is not None:
+            model.top.set_weights(mix.weights(k))
+            history = History(best={'phase': 'mix', 'lambda': mix.chosen})
+        elif acts is not None:
             model.top.set_weights(initial)
             history = train_cached(
                 model, acts, data.y, fit, val, cfg.train, cfg.seed + k, data.domains
             )
+        if acts is not None:
             model.top.save_weights(run_dir / f'fold{k}.top.weights.h5')  # per-fold variants
             val_logits = predict_views(model.top, acts, val, cfg.train.tta_views)
             test_logits = predict_views(model.top, acts, test, cfg.train.tta_views)
@@ -238,12 +247,16 @@ def run_training(cfg: RunConfig) -> Path:
         'cv_summary': summary,
         'wall_time_s': round(time.time() - start, 1),
     }
+    if mix is not None:
+        metrics['mix'] = mix.report()
     if release is not None:
         card = ModelCard.load(run_dir)
         holdout = next(f for f in folds if f['fold'] == cfg.split.holdout_fold)
         metrics['holdout'] = holdout
         card.metrics = {'cv_folds': folds, 'cv_summary': summary, 'holdout': holdout}
         card.training['wall_time_s'] = metrics['wall_time_s']
+        if mix is not None:
+            card.training['mix'] = metrics['mix']
         card.save(run_dir)
     else:  # a CV-only run (only_folds without the holdout fold): figures and fold logits
         print(f'no release model: holdout fold {cfg.split.holdout_fold} was not trained')

@@ -1,0 +1,73 @@
+"""Mixing two runs' fold models (train.mix_runs): one weight chosen on validation, checked runs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import small_training
+from training.data import DataError
+
+SMALL = ('data.limit=160', 'train.views=1', 'export.check_images=4')
+
+
+@pytest.fixture(scope='module')
+def two_runs(ham, tmp_path_factory):
+    out = tmp_path_factory.mktemp('mix')
+    a = small_training(ham, out, *SMALL, 'name=a')
+    b = small_training(ham, out, *SMALL, 'name=b', 'train.feature_noise=0', 'train.head_lr=0.01')
+    return out, a, b
+
+
+def _metrics(run):
+    return json.loads((run / 'metrics.json').read_text())
+
+
+def _aucs(run):
+    return [f['at_threshold']['roc_auc'] for f in _metrics(run)['cv_folds']]
+
+
+@pytest.mark.slow
+def test_a_mix_at_zero_is_run_a_and_the_chosen_mix_is_recorded(ham, two_runs):
+    out, a, b = two_runs
+    only_a = small_training(
+        ham, out, *SMALL, 'name=m0', f'train.mix_runs=[{a}, {b}]', 'train.mix_lambdas=[0]'
+    )
+    assert _aucs(only_a) == pytest.approx(_aucs(a), abs=1e-6)
+    assert _aucs(a) != pytest.approx(_aucs(b), abs=1e-6)  # the two runs differ
+    mixed = small_training(
+        ham,
+        out,
+        *SMALL,
+        'name=mx',
+        f'train.mix_runs=[{a}, {b}]',
+        'train.mix_lambdas=[0, 0.5, 1]',
+        'train.mix_tolerance=1',
+    )
+    report = _metrics(mixed)['mix']
+    lam = report['lambda']
+    assert set(report['validation_roc_auc']) == {'0.0', '0.5', '1.0'}
+    assert [s['config']['name'] for s in report['sources']] == ['a', 'b']  # provenance
+    assert set(report['sources'][0]['sha256']) == {'fold0.top.weights.h5', 'fold1.top.weights.h5'}
+    means = {float(k): np.mean(list(v.values())) for k, v in report['validation_roc_auc'].items()}
+    assert means[lam] == max(means.values())  # tolerance 1: the best validation mix
+    weights = [_h5_arrays(run / 'fold0.top.weights.h5') for run in (a, b, mixed)]
+    assert len(weights[0]) > 10 and all(len(w) == len(weights[0]) for w in weights)
+    for wa, wb, wm in zip(*weights):
+        assert np.allclose(wm, (1 - lam) * wa + lam * wb, atol=1e-6)
+
+
+def _h5_arrays(path):
+    import h5py
+
+    arrays = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, o: arrays.update({name: o[()]}) if hasattr(o, 'shape') else None)
+    return [arrays[name] for name in sorted(arrays)]
+
+
+@pytest.mark.slow
+def test_runs_of_another_split_are_refused(ham, two_runs):
+    out, a, _ = two_runs
+    with pytest.raises(DataError, match='another split'):
+        small_training(ham, out, *SMALL, 'name=bad', 'seed=7', f'train.mix_runs=[{a}, {a}]')
