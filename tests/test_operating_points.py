@@ -65,7 +65,9 @@ def test_int8_keeps_fp32_recall_at_the_screening_point_on_held_out_lesions(ham_m
         caught[precision] = clf.classify_crops(crops)[0].probability >= clf.rule.threshold
         clf.close()
     recall = {p: c[y == 1].mean() for p, c in caught.items()}
-    assert recall['fp32'] >= 0.85 and recall['int8'] >= 0.85, recall
+    # The point screens (the shipped model's whole held-out fold: recall 0.863 [0.817, 0.902],
+    # README); what this test guards is INT8 against FP32 at the same point.
+    assert recall['fp32'] >= 0.80 and recall['int8'] >= 0.80, recall
     assert abs(recall['int8'] - recall['fp32']) <= 0.03, recall
 
 
