@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.config import load_config  # noqa: E402
-from training.data import grouped_folds, inner_split, load_dataset  # noqa: E402
+from training.data import grouped_folds, load_dataset  # noqa: E402
 from training.features import training_activations  # noqa: E402
-from training.mix import Mix, choose, load_ends, score_mixes  # noqa: E402
+from training.mix import choose, mix_folds  # noqa: E402
 from training.model import build_model  # noqa: E402
 
 
@@ -34,21 +34,17 @@ def main() -> None:
     parser.add_argument('--lambdas', type=float, nargs='+', default=[0, 0.25, 0.5, 0.75, 1])
     parser.add_argument('--tolerance', type=float, default=0.005)
     args = parser.parse_args()
-    cfg = load_config(args.run_a / 'config.yaml')
+    runs = f'[{args.run_a}, {args.run_b}]'
+    lambdas = f'[{", ".join(str(x) for x in args.lambdas)}]'
+    cfg = load_config(
+        args.run_a / 'config.yaml',
+        [f'train.mix_runs={runs}', f'train.mix_lambdas={lambdas}', 'train.mix_tolerance=0'],
+    )
     data = load_dataset(cfg.data)
     model = build_model(cfg.model)
     acts, data = training_activations(data, model.front, cfg.model.preprocessing(), cfg)
     fold = grouped_folds(data, cfg.split, cfg.seed)
-    folds = range(cfg.split.folds)
-    runs = [str(args.run_a), str(args.run_b)]
-    ends, _ = load_ends(cfg, model.top, runs, args.run_a / 'split.csv', list(folds))
-    mix = Mix(runs, ends, {float(lam): {} for lam in args.lambdas})
-    parts = {}
-    for k in folds:
-        train = np.nonzero(fold != k)[0]
-        val = inner_split(data, train, cfg.split.inner_val_fraction, cfg.seed + k)[1]
-        parts[k] = {'val': val, 'test': np.nonzero(fold == k)[0]}
-    score_mixes(mix, model.top, acts, data, parts)
+    mix = mix_folds(cfg, model.top, acts, data, fold, args.run_a / 'split.csv', test=True)
     domains = data.domain_names
     print('l     ' + ''.join(f'val {d:<14}test {d:<20}' for d in domains))
     for lam in mix.table:

@@ -34,6 +34,9 @@ class SplitConfig:
     holdout_fold: int = 0  # the release model is the model of this fold; its fold is the test set
     only_folds: list[int] | None = None  # train just these folds (e.g. [0] for a release model)
 
+    def trained_folds(self) -> list[int]:
+        return [k for k in range(self.folds) if self.only_folds is None or k in self.only_folds]
+
 
 @dataclass
 class ModelConfig:

@@ -243,6 +243,12 @@ def inner_split(data: LabelledSet, index: np.ndarray, fraction: float, seed: int
     return np.concatenate(fit), np.concatenate(val)
 
 
+def fold_fit_val(data: LabelledSet, fold: np.ndarray, k: int, fraction: float, seed: int):
+    """Fold k's training images as every run splits them into (fit, validation): the inner
+    split of the other folds' images, seeded with the run's seed + k."""
+    return inner_split(data, np.nonzero(fold != k)[0], fraction, seed + k)
+
+
 def training_fold_rows(model_dir: str | Path) -> list[dict[str, str]] | None:
     """Rows of a model folder's split file outside its held-out fold (what it was trained on).
 
@@ -287,11 +293,8 @@ def release_validation(model_dir: str | Path) -> LabelledSet:
     config = card.training.get('config', {})
     held = int(card.data.get('heldout_fold', 0))
     data, fold = split_set(model_dir)
-    _, val = inner_split(
-        data,
-        np.nonzero(fold != held)[0],
-        config['split']['inner_val_fraction'],
-        int(config['seed']) + held,
+    _, val = fold_fit_val(
+        data, fold, held, config['split']['inner_val_fraction'], int(config['seed'])
     )
     expected = card.metrics.get('holdout', {}).get('n_val')
     if expected is not None and expected != len(val):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import RunConfig, load_config
-from .data import DataError, LabelledSet, inner_split
+from .data import DataError, LabelledSet, fold_fit_val
 from .recipe import domain_aucs, predict_logits
 
 
@@ -93,24 +93,23 @@ def choose(mix: Mix, reference: str, tolerance: float) -> float:
     return max(allowed, key=lambda lam: (mix.mean(lam), -lam))
 
 
-def mix_folds(cfg: RunConfig, top, acts, data: LabelledSet, fold: np.ndarray, split_file: Path):
-    """The run's Mix: both runs' fold weights, validation table, chosen l (printed)."""
-    folds = [
-        k
-        for k in range(cfg.split.folds)
-        if cfg.split.only_folds is None or k in cfg.split.only_folds
-    ]
+def mix_folds(
+    cfg: RunConfig, top, acts, data: LabelledSet, fold: np.ndarray, split_file: Path, test=False
+):
+    """The run's Mix: both runs' fold weights, validation table (and with `test` the test
+    folds' table too, for study: the choice never looks at it), chosen l (printed)."""
+    folds = cfg.split.trained_folds()
     ends, sources = load_ends(cfg, top, cfg.train.mix_runs, split_file, folds)
     lambdas = {float(lam): {} for lam in cfg.train.mix_lambdas}
     mix = Mix(list(cfg.train.mix_runs), ends, lambdas, sources=sources)
     parts = {}
     for k in folds:
-        train = np.nonzero(fold != k)[0]
-        val = inner_split(data, train, cfg.split.inner_val_fraction, cfg.seed + k)[1]
-        parts[k] = {'val': val}
+        val = fold_fit_val(data, fold, k, cfg.split.inner_val_fraction, cfg.seed)[1]
+        parts[k] = {'val': val} | ({'test': np.nonzero(fold == k)[0]} if test else {})
     score_mixes(mix, top, acts, data, parts)
     mix.chosen = choose(mix, data.domain_names[0], cfg.train.mix_tolerance)
-    for lam in mix.table:
-        shown = {d: round(a, 4) for d, a in mix.report()['validation_roc_auc'][str(lam)].items()}
-        print(f'mix l={lam:.2f}: validation ROC-AUC {shown}{" <- chosen" * (lam == mix.chosen)}')
+    for lam, aucs in mix.report()['validation_roc_auc'].items():
+        shown = {d: round(a, 4) for d, a in aucs.items()}
+        chosen = ' <- chosen' * (float(lam) == mix.chosen)
+        print(f'mix l={float(lam):.2f}: validation ROC-AUC {shown}{chosen}')
     return mix

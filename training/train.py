@@ -34,7 +34,7 @@ from skin_screening.core.postprocess import (
 )
 
 from .config import RunConfig, set_seeds
-from .data import LabelledSet, grouped_folds, inner_split, load_dataset, mapping_name
+from .data import LabelledSet, fold_fit_val, grouped_folds, load_dataset, mapping_name
 from .distill import save_fold_logits
 from .explain import gradcam_agreement
 from .export import export_verified
@@ -187,14 +187,10 @@ def run_training(cfg: RunConfig) -> Path:
 
         mix = mix_folds(cfg, model.top, acts, data, fold, run_dir / 'split.csv')
     folds, release, fold_logits = [], None, {}
-    for k in range(cfg.split.folds):
-        if cfg.split.only_folds is not None and k not in cfg.split.only_folds:
-            continue
+    for k in cfg.split.trained_folds():
         print(f'fold {k + 1}/{cfg.split.folds}')
         test = np.nonzero(fold == k)[0]
-        fit, val = inner_split(
-            data, np.nonzero(fold != k)[0], cfg.split.inner_val_fraction, cfg.seed + k
-        )
+        fit, val = fold_fit_val(data, fold, k, cfg.split.inner_val_fraction, cfg.seed)
         if mix is not None:
             model.top.set_weights(mix.weights(k))
             history = History(best={'phase': 'mix', 'lambda': mix.chosen})
