@@ -196,11 +196,13 @@ def _main(argv=None) -> int:
     from skin_screening.bootstrap import BootstrapError, ensure_messages
 
     from training.replay_scoring import (
+        bag_pairs,
         choose_point,
         data_domain,
         direct_scores,
         evaluation_frames,
         operating_point_table,
+        scoring_truth,
     )
 
     try:
@@ -234,7 +236,6 @@ def _main(argv=None) -> int:
         if not (args.model_dir / 'model_card.json').is_file():
             raise FileNotFoundError(f'no model at {args.model_dir} (model_card.json missing)')
         ensure_variants(args.model_dir, args.precisions, args.backend)
-        frames = []
         bag = args.bag
         if bag is None:
             frames = evaluation_frames(args, args.model_dir)
@@ -244,6 +245,7 @@ def _main(argv=None) -> int:
             )
             print(f'wrote {n} held-out frames to {bag}')
             info = inspect_bag(bag)
+        truth, truth_problems = scoring_truth(info, truth)
         fp32_size = variant_path(args.model_dir, 'fp32', args.backend).stat().st_size / 1e6
         point = choose_point(args)
         if point:
@@ -268,17 +270,22 @@ def _main(argv=None) -> int:
                 topic=info.topic.name,
                 compressed=info.compressed,
             )
-            scored = info.labelled or truth is not None
-            row = score_run(run_dir, bag, truth) if scored else operational(run_dir)
+            try:
+                row = score_run(run_dir, bag, truth) if truth else operational(run_dir)
+            except BagError as exc:  # nothing of this replay could be scored: say what ran
+                print(f'warning: {precision}: {exc}', file=sys.stderr)
+                row = operational(run_dir)
             row |= {'precision': precision, 'backend': args.backend}  # also with 0 answered
             row['size_mb'] = (
                 variant_path(args.model_dir, precision, args.backend).stat().st_size / 1e6
             )
             row['size_ratio'] = row['size_mb'] / fp32_size
-            if frames:
-                row |= direct_scores(frames, args.model_dir, precision, args.backend, point)
-            else:
-                row |= {'direct_f1': float('nan'), 'direct_recall': float('nan')}
+            if 'f1' in row:  # the same engine on the same frames of the same bag, without ROS
+                pairs = bag_pairs(info, truth)
+                row |= direct_scores(pairs, args.model_dir, precision, args.backend, point)
+            if truth_problems:
+                row['n_complete'] = False
+                row['n_reasons'] = '; '.join(filter(None, [row['n_reasons'], *truth_problems]))
             row['report'] = str(build_report(run_dir))  # the session, for a clinician
             rows.append(row)
             if lost := incomplete(row):
@@ -286,7 +293,8 @@ def _main(argv=None) -> int:
     except (BagError, EngineError, ReplayError, FileNotFoundError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    points = operating_point_table(rows, args.model_dir, point) if 'f1' in rows[0] else []
+    scored = all('f1' in r for r in rows)
+    points = operating_point_table(rows, args.model_dir, point) if scored else []
     (out / 'results.json').write_text(
         json.dumps(
             {
@@ -304,7 +312,7 @@ def _main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (print_table if 'f1' in rows[0] else print_operational)(rows)
+    (print_table if scored else print_operational)(rows)
     if points:
         from training.evaluate import print_points
 

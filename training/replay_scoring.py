@@ -4,15 +4,19 @@ for the data's imaging domain, the engine without ROS, and the per-point table o
 from __future__ import annotations
 
 import csv
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from skin_screening.core.bags import LabelledFrame
+from skin_screening.core.bags import BagError, LabelledFrame, frames_of, ground_truth, typestore
 from skin_screening.core.classifier import Classifier
+from skin_screening.core.frames import message_to_rgb
 from skin_screening.core.metrics import binary_report
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.operating_points import domain_default, domain_points, precision_table
 from skin_screening.core.postprocess import UNASSESSABLE
+from skin_screening.core.preprocess import FrameError
 
 from .config import DataConfig
 from .data import DERMOSCOPIC, FORMAT_DOMAINS, load_dataset, read_images, training_fold_rows
@@ -65,18 +69,59 @@ def choose_point(args) -> str | None:
     return domain_default(card.operating_points, data_domain(args))
 
 
-def direct_scores(frames, model_dir: Path, precision: str, backend: str, point=None) -> dict:
-    """The same engine on the same frames without ROS (the reference for the replay)."""
+def scoring_truth(info, truth: dict | None) -> tuple[dict | None, list[str]]:
+    """The ground truth to score a bag with (`truth` from --labels, else the bag's own; None
+    for an unlabelled bag) and what could not be read of it (printed and counted as a loss)."""
+    problems: list[str] = []
+    if truth is None and info.labelled:
+        try:
+            truth = ground_truth(info.path, problems)
+        except BagError as exc:
+            print(f'warning: {exc}: operational table only', file=sys.stderr)
+    for line in problems:
+        print(f'warning: {line}', file=sys.stderr)
+    return truth, problems
+
+
+def bag_pairs(info, truth: dict[int, dict]) -> Iterator[tuple[np.ndarray, int]]:
+    """(rgb, y) of the labelled frames of the bag that the player publishes, decoded as the
+    node decodes them (frames it cannot decode, it rejects: they are left out here too)."""
+    store = typestore()
+    for frame in frames_of(info):
+        if frame.stamp_ns in truth:
+            try:
+                rgb = message_to_rgb(store.deserialize_cdr(frame.raw, frame.msgtype))
+            except FrameError:
+                continue
+            yield rgb, int(truth[frame.stamp_ns]['y'])
+
+
+def direct_scores(pairs, model_dir: Path, precision: str, backend: str, point=None) -> dict:
+    """The same engine on the same (rgb, y) frames without ROS (the reference for the replay)."""
     clf = Classifier(model_dir, precision, backend, operating_point=point)
-    scores = [
-        clf.classify([f.rgb for f in frames[i : i + 16]])[0] for i in range(0, len(frames), 16)
-    ]
-    probs = np.concatenate([s.probability for s in scores])
-    judged = np.concatenate([s.decision for s in scores]) != UNASSESSABLE
-    y = np.array([f.y for f in frames])
-    report = binary_report(y[judged], probs[judged], clf.rule.threshold)
+    probs, judged, y = [], [], []
+    for batch in batched(pairs, 16):
+        scores = clf.classify([rgb for rgb, _ in batch])[0]
+        probs.append(scores.probability)
+        judged.append(scores.decision != UNASSESSABLE)
+        y += [label for _, label in batch]
     clf.close()
+    if not y:
+        return {'direct_f1': float('nan'), 'direct_recall': float('nan')}
+    keep = np.concatenate(judged)
+    report = binary_report(np.array(y)[keep], np.concatenate(probs)[keep], clf.rule.threshold)
     return {'direct_f1': report['f1'], 'direct_recall': report['recall']}
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def operating_point_table(rows: list[dict], model_dir: Path, point: str | None) -> list[dict]:

@@ -12,22 +12,21 @@ scoring needs /ground_truth.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .bag_storage import BagError, Source, open_source, resolve
 from .frames import rgb_to_fields, rgb_to_jpeg, stamp_to_ns
+
+__all__ = ['BagError', 'resolve']  # with the names defined below
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 GROUND_TRUTH = 'skin_screening_msgs/msg/GroundTruth'
 STORAGES = ('mcap', 'sqlite3')
-
-
-class BagError(RuntimeError):
-    """A bag that cannot be read or written (missing, corrupt, truncated, no image topic)."""
 
 
 def msg_dir() -> Path:
@@ -118,43 +117,13 @@ def write_bag(
                 count += 1
     except WriterError as exc:
         raise BagError(f'cannot write bag {path}: {exc}') from exc
+    if storage == 'mcap':  # CRCs as `ros2 bag record` (libmcap) writes them: damage shows
+        from .mcap_salvage import add_crcs
+
+        for mcap in Path(path).glob('*.mcap'):
+            add_crcs(mcap)
     rewrite_metadata(Path(path), distro)
     return count
-
-
-STORAGE_SUFFIXES = ('.mcap', '.db3')
-
-
-def resolve(path: str | Path) -> Path:
-    """What to open for `path`: a rosbag2 folder, or its one storage file when metadata.yaml is
-    missing (read directly, as `ros2 bag reindex` would), or a .mcap/.db3 file given directly."""
-    path = Path(path)
-    if not path.exists():
-        raise BagError(f'bag {path} not found')
-    if path.is_file():
-        if path.suffix not in STORAGE_SUFFIXES:
-            raise BagError(f'{path} is not a rosbag2 (a folder, or a .mcap or .db3 file)')
-        return path
-    if (path / 'metadata.yaml').is_file():
-        return path
-    files = sorted(f for f in path.iterdir() if f.suffix in STORAGE_SUFFIXES)
-    if len(files) != 1:
-        raise BagError(
-            f'{path} is not a rosbag2: no metadata.yaml and '
-            + ('no .mcap or .db3 file' if not files else f'{len(files)} storage files')
-        )
-    return files[0]
-
-
-def _open(path: Path):
-    from rosbags.highlevel import AnyReader
-
-    reader = AnyReader([resolve(path)], default_typestore=typestore())
-    try:
-        reader.open()
-    except Exception as exc:  # rosbags raises several error types (AnyReaderError, ...)
-        raise BagError(f'cannot open bag {path} (corrupt or not a rosbag2?): {exc}') from exc
-    return reader
 
 
 @dataclass(frozen=True)
@@ -171,7 +140,7 @@ class ImageTopic:
     name: str
     msgtype: str
     encoding: str  # Image.encoding or CompressedImage.format of its first message
-    count: int
+    count: int  # messages that can be played (read intact and deserialized)
 
     def __str__(self) -> str:
         kind = self.msgtype.rsplit('/', 1)[-1]
@@ -183,8 +152,9 @@ class BagInfo:
     path: Path  # what the player opens (see resolve())
     topic: ImageTopic
     labelled: bool  # has skin_screening_msgs/GroundTruth
-    damage: str = ''  # a damaged MCAP: why reading stops early (topic.count = frames readable)
-    expected: int | None = None  # frames of the topic before the damage (metadata.yaml), if known
+    damage: str = ''  # what is wrong with the file ('' when nothing is known to be)
+    expected: int | None = None  # messages of the topic the metadata or summary claims, if known
+    lost: tuple[str, ...] = ()  # the topic's frames known to be lost, by log time or position
 
     @property
     def compressed(self) -> bool:
@@ -192,11 +162,17 @@ class BagInfo:
 
     @property
     def damage_note(self) -> str:
-        """'bag damaged (<why>): N of M frames readable' ('' for an intact bag)."""
+        """'bag damaged (<why>): N of M frames readable[; lost: ...]' ('' for an intact bag)."""
         if not self.damage:
             return ''
         of = f' of {self.expected}' if self.expected is not None else ' (how many more: unknown)'
-        return f'bag damaged ({self.damage}): {self.topic.count}{of} frames readable'
+        lost = f'; lost: {_listing(self.lost)}' if self.lost else ''
+        return f'bag damaged ({self.damage}): {self.topic.count}{of} frames readable{lost}'
+
+
+def _listing(names: tuple[str, ...], shown: int = 6) -> str:
+    more = f' and {len(names) - shown} more' if len(names) > shown else ''
+    return ', '.join(names[:shown]) + more
 
 
 def _encoding(msg: Any) -> str:
@@ -204,78 +180,76 @@ def _encoding(msg: Any) -> str:
     return getattr(msg, 'encoding', '') or msg.format
 
 
-def _damaged_mcap(resolved: Path) -> tuple[Path, dict[str, int]] | None:
-    """(the .mcap file, {topic: message count from metadata.yaml}) when `resolved` is an MCAP
-    bag, for the salvage of a file rosbags cannot open."""
-    import yaml
+@dataclass
+class _Scan:
+    """Per image topic: the first message, the playable count, the frames lost and why."""
 
-    if resolved.is_file():
-        return (resolved, {}) if resolved.suffix == '.mcap' else None
-    try:
-        meta = yaml.safe_load((resolved / 'metadata.yaml').read_text())
-        info = meta['rosbag2_bagfile_information']
-        files = [resolved / f for f in info['relative_file_paths']]
-        counts = {
-            t['topic_metadata']['name']: int(t['message_count'])
-            for t in info.get('topics_with_message_count', [])
-        }
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
-        return None
-    mcaps = [f for f in files if f.suffix == '.mcap' and f.is_file()]
-    return (mcaps[0], counts) if len(files) == len(mcaps) == 1 else None
+    first: Any = None
+    count: int = 0
+    lost: list[str] = field(default_factory=list)
+    why: dict[str, int] = field(default_factory=dict)
 
 
-def _salvage_info(resolved: Path, topic: str | None, error: BagError) -> BagInfo:
-    """inspect_bag() for an MCAP bag rosbags cannot open: what a forward scan reads."""
-    from .mcap_salvage import Salvage
-
-    found = _damaged_mcap(resolved)
-    if found is None:
-        raise error
-    salvage = Salvage(found[0])
-    firsts: dict[str, Any] = {}
-    counts: dict[str, int] = {}
-    for m in salvage.messages():
-        if m.msgtype in (IMAGE, COMPRESSED):
-            firsts.setdefault(m.topic, m)
-            counts[m.topic] = counts.get(m.topic, 0) + 1
-    if salvage.damage.startswith('not an MCAP'):
-        raise error
-    if not firsts:
-        raise BagError(f'{error}; its readable part holds no image ({salvage.damage})')
-    store = typestore()
-    candidates = [
-        ImageTopic(
-            name, m.msgtype, _encoding(store.deserialize_cdr(m.data, m.msgtype)), counts[name]
-        )
-        for name, m in firsts.items()
-    ]
-    chosen = _choose(resolved, candidates, topic)
-    labelled = GROUND_TRUTH in salvage.schemas.values()
-    damage = salvage.damage or 'no summary'
-    return BagInfo(resolved, chosen, labelled, damage, found[1].get(chosen.name))
+def _frames(source: Source, topics: Callable[[str], bool], scans: dict[str, _Scan], kinds=None):
+    """(RawMessage, stamp_ns, message) of the image topics `topics` selects that can be played:
+    read intact, deserialized, and not a repeat of a stamp already played (a duplicated
+    region of the file). What cannot be is recorded in `scans` as lost, with the reason.
+    `kinds` (a set) collects the message types of every message read."""
+    store, seen = typestore(), set()
+    for m in source.messages(lambda t, kind: kinds is not None or topics(t)):
+        if kinds is not None:
+            kinds.add(m.msgtype)
+        if m.msgtype not in (IMAGE, COMPRESSED) or not topics(m.topic):
+            continue
+        scan = scans.setdefault(m.topic, _Scan())
+        try:
+            msg = store.deserialize_cdr(m.raw, m.msgtype)
+            stamp = stamp_to_ns(msg.header.stamp)
+            why = 'repeat an earlier frame' if (m.topic, stamp) in seen else ''
+        except Exception:  # noqa: BLE001 - any deserializer error: a damaged message
+            msg, stamp, why = None, 0, 'do not deserialize'
+        if why:
+            scan.lost.append(f'log time {m.log_time_ns / 1e9:.3f} s ({why})')
+            scan.why[why] = scan.why.get(why, 0) + 1
+            continue
+        seen.add((m.topic, stamp))
+        scan.count += 1
+        yield m, stamp, msg
 
 
 def inspect_bag(path: str | Path, topic: str | None = None) -> BagInfo:
     """Check a bag BEFORE anything plays it: readable, the image topic (`topic`, or the only one;
-    several are refused with the list), not empty. BagError with the reason otherwise."""
-    resolved = resolve(path)
-    try:
-        reader = _open(resolved)
-    except BagError as exc:
-        return _salvage_info(resolved, topic, exc)
-    try:
-        candidates = []
-        for conn in (c for c in reader.connections if c.msgtype in (IMAGE, COMPRESSED)):
-            first = next(reader.messages(connections=[conn]), None)
-            encoding = _encoding(reader.deserialize(first[2], conn.msgtype)) if first else ''
-            candidates.append(ImageTopic(conn.topic, conn.msgtype, encoding, int(conn.msgcount)))
-        labelled = any(c.msgtype == GROUND_TRUTH for c in reader.connections)
-    except Exception as exc:
-        raise BagError(f'bag {path} cannot be read: {exc}') from exc
-    finally:
-        reader.close()
-    return BagInfo(resolved, _choose(path, candidates, topic), labelled)
+    several are refused with the list), not empty; what is damaged, and which frames that
+    loses. Reads every message once (that is what verifying it takes). BagError otherwise."""
+    source = open_source(path)
+    scans: dict[str, _Scan] = {}
+    kinds: set[str] = set()
+    for m, _, msg in _frames(source, lambda _: True, scans, kinds):
+        if scans[m.topic].first is None:
+            scans[m.topic].first = (m.msgtype, _encoding(msg))
+    candidates = [ImageTopic(name, *s.first, s.count) for name, s in scans.items() if s.first]
+    candidates += [  # declared, but not one message of them can be played
+        ImageTopic(name, kind, '', 0)
+        for name, kind in source.topics.items()
+        if kind in (IMAGE, COMPRESSED) and not (name in scans and scans[name].first)
+    ]
+    if not any(c.count for c in candidates) and source.problems:
+        raise BagError(
+            f'cannot open bag {source.path}: its readable part holds no image '
+            f'({"; ".join(source.problems)})'
+        )
+    chosen = _choose(source.path, candidates, topic)
+    scan = scans[chosen.name]
+    damage = '; '.join(source.problems + [f'{n} frames {w}' for w, n in scan.why.items()])
+    lost = tuple(f'log time {t / 1e9:.3f} s' for t in source.lost.get(chosen.name, []))
+    return BagInfo(
+        source.path,
+        chosen,
+        GROUND_TRUTH in kinds,
+        damage,
+        source.counts.get(chosen.name),
+        lost + tuple(scan.lost),
+    )
 
 
 def _choose(path: Path, candidates: list[ImageTopic], topic: str | None) -> ImageTopic:
@@ -294,65 +268,41 @@ def _choose(path: Path, candidates: list[ImageTopic], topic: str | None) -> Imag
     return chosen[0]
 
 
-def _raw_messages(path: Path, keep: Callable[[str, str], bool]) -> Iterator[tuple]:
-    """(topic, msgtype, log time ns, CDR bytes) of the topics `keep(topic, msgtype)` selects, in
-    time order; for an MCAP file rosbags cannot open (truncated, no summary), its readable part.
-    BagError if an intact-looking bag turns out cut short."""
-    resolved = resolve(path)
-    try:
-        reader = _open(resolved)
-    except BagError:
-        from .mcap_salvage import Salvage
-
-        found = _damaged_mcap(resolved)
-        if found is None:
-            raise
-        for m in Salvage(found[0]).messages():
-            if keep(m.topic, m.msgtype):
-                yield m.topic, m.msgtype, m.log_time_ns, m.data
-        return
-    try:
-        conns = [c for c in reader.connections if keep(c.topic, c.msgtype)]
-        n = 0
-        try:
-            for conn, t, raw in reader.messages(connections=conns):
-                yield conn.topic, conn.msgtype, t, bytes(raw)
-                n += 1
-        except Exception as exc:
-            raise BagError(
-                f'bag {path} is truncated or corrupt after {n} messages: {exc}'
-            ) from exc
-    finally:
-        reader.close()
-
-
 def read_frames(path: str | Path, topic: str | None = None) -> Iterator[BagFrame]:
-    """Frames of the bag's image topic (`topic`, or the one inspect_bag() chooses) in time
-    order; of a damaged MCAP, the readable ones (inspect_bag() says how many)."""
+    """Frames of the bag's image topic (`topic`, or the one inspect_bag() chooses) in file
+    order; of a damaged bag, the ones that can be played (inspect_bag() says how many)."""
     return frames_of(inspect_bag(path, topic))
 
 
 def frames_of(info: BagInfo) -> Iterator[BagFrame]:
-    """read_frames() for a bag inspect_bag() has already checked."""
-    store = typestore()
-    for name, msgtype, t, raw in _raw_messages(info.path, lambda n, _: n == info.topic.name):
-        stamp = stamp_to_ns(store.deserialize_cdr(raw, msgtype).header.stamp)
-        yield BagFrame(name, msgtype, t, stamp, raw)
+    """read_frames() for a bag inspect_bag() has already checked: the same frames it counted."""
+    source = open_source(info.path)
+    for m, stamp, _ in _frames(source, lambda t: t == info.topic.name, {}):
+        yield BagFrame(m.topic, m.msgtype, m.log_time_ns, stamp, m.raw)
 
 
-def ground_truth(path: str | Path) -> dict[int, dict]:
-    """stamp_ns -> {y, label, image_id, group_id} from the bag's /ground_truth topic."""
-    store, truth = typestore(), {}
-    for _, msgtype, _, raw in _raw_messages(Path(path), lambda _, t: t == GROUND_TRUTH):
-        m = store.deserialize_cdr(raw, msgtype)
-        truth[stamp_to_ns(m.header.stamp)] = {
-            'y': int(m.y),
-            'label': m.label,
-            'image_id': m.image_id,
-            'group_id': m.group_id,
+def ground_truth(path: str | Path, problems: list[str] | None = None) -> dict[int, dict]:
+    """stamp_ns -> {y, label, image_id, group_id} from the bag's /ground_truth topic. Messages
+    that do not deserialize are left out and counted in `problems` (what a damaged file lost
+    is inspect_bag()'s to say)."""
+    store, truth, broken = typestore(), {}, 0
+    for m in open_source(path).messages(lambda _, kind: kind == GROUND_TRUTH):
+        try:
+            msg = store.deserialize_cdr(m.raw, m.msgtype)
+            stamp = stamp_to_ns(msg.header.stamp)
+        except Exception:  # noqa: BLE001 - any deserializer error: a damaged message
+            broken += 1
+            continue
+        truth[stamp] = {
+            'y': int(msg.y),
+            'label': msg.label,
+            'image_id': msg.image_id,
+            'group_id': msg.group_id,
         }
+    if broken and problems is not None:
+        problems.append(f'{broken} ground-truth messages do not deserialize (not scored)')
     if not truth:
-        raise BagError(f'bag {path} has no {GROUND_TRUTH} messages: it cannot be scored')
+        raise BagError(f'bag {path} has no readable {GROUND_TRUTH} messages: it cannot be scored')
     return truth
 
 
