@@ -101,6 +101,23 @@ def ham_model() -> Path:
 
 
 @pytest.fixture(scope='session')
+def heldout_dermoscopy(ham_model, ham):
+    """(crops, y) of every dermoscopic image of the shipped model's held-out fold, read once for
+    the tests that re-measure the card's held-out figures."""
+    import csv
+
+    import numpy as np
+    from skin_screening.core.model_card import ModelCard
+    from skin_screening.core.preprocess import load_rgb, resize
+
+    spec = ModelCard.load(ham_model).preprocessing
+    with (ham_model / 'heldout.csv').open() as f:
+        rows = [r for r in csv.DictReader(f) if r['domain'] == 'dermoscopic']
+    crops = np.stack([resize(load_rgb(REPO / r['path']), spec) for r in rows])
+    return crops, np.array([int(r['y']) for r in rows])
+
+
+@pytest.fixture(scope='session')
 def sample_frames():
     """(rgb frames, binary labels) of the embedded held-out sample images."""
     import csv

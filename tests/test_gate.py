@@ -50,27 +50,40 @@ def test_every_variant_has_its_own_gate_and_a_missing_one_is_refused(ham_model):
         load_gate(ham_model, card, 'model.int4.onnx')
 
 
-def test_the_card_records_what_the_gate_measured(ham_model):
-    """The acceptance figures as fitted (training/gate.py): >= 95 % of non-lesion images and
-    bad frames flagged, <= 3 % of held-out HAM10000, <= 5 % of clinical photographs."""
-    for file_name, report in ModelCard.load(ham_model).gate['evaluation'].items():
-        bad = [report[k] for k in ('photographs', 'photograph parts', 'synthetic')]
-        assert sum(r['flagged'] for r in bad) / sum(r['images'] for r in bad) >= 0.95, file_name
-        assert report['heldout']['rate'] <= 0.03, file_name
-        assert report['clinical (5 patient folds)']['rate'] <= 0.05, file_name
-        for spoiled in ('blurred', 'underexposed', 'overexposed'):
-            assert report[spoiled]['rate'] >= 0.95, (file_name, spoiled)
+def test_the_non_lesion_figures_of_the_card_are_measured_again(ham_model, fp32):
+    """The card's non-lesion figures (training/gate.py: photographs, their parts, synthetic
+    frames) re-measured through the shipped FP32 engine and gate: the same images flagged,
+    for the same reasons, and >= 95 % of them (the goal). The held-out figure is re-measured
+    in test_engines."""
+    from collections import Counter
+
+    pytest.importorskip('skimage', reason='scikit-image ships the photographs')
+    photos, parts = gate_sets.non_lesion_photos(0)
+    sets = {
+        'photographs': photos,
+        'photograph parts': parts,
+        'synthetic': gate_sets.synthetic_frames(0),
+    }
+    report = ModelCard.load(ham_model).gate['evaluation']['model.fp32.onnx']
+    flagged = 0
+    for name, frames in sets.items():
+        scores, _ = fp32.classify(frames)
+        reasons = [r for r in scores.reasons if r]
+        assert (len(frames), len(reasons)) == (report[name]['images'], report[name]['flagged'])
+        assert Counter(reasons) == Counter(report[name]['reasons']), name
+        flagged += len(reasons)
+    assert flagged / sum(len(f) for f in sets.values()) >= 0.95
 
 
 def test_the_gate_costs_little_beside_the_engine(fp32, sample_frames):
-    """Median over 30 single frames: the gate's checks under a third of the engine time here
-    (the timed goal, <= 10 %, is measured by benchmarks/gate_cost.py on a quiet machine)."""
-    engine, gate = [], []
+    """The goal itself (<= 10 % of the engine's time), as the median over 30 single frames of
+    each frame's own ratio: gate and engine timed back to back, so a loaded machine slows both
+    (measured here: 5 %; benchmarks/gate_cost.py times them on a quiet machine)."""
+    ratios = []
     for frame in sample_frames[0][:30]:
         _, ms = fp32.classify([frame])
-        engine.append(ms)
-        gate.append(fp32.gate_ms)
-    assert np.median(gate) < np.median(engine) / 3
+        ratios.append(fp32.gate_ms / ms)
+    assert np.median(ratios) <= 0.10, f'gate {np.median(ratios):.1%} of the engine time'
 
 
 @pytest.mark.ros

@@ -45,8 +45,31 @@ HUMBLE = {
     '.publish': 'api/topics.html (Publisher)',
     '.ok': 'api/context.html (Context.ok)',
     '.throttle_duration_sec': 'api/logging.html (RcutilsLogger.log keyword)',
+    '.info': 'api/logging.html (RcutilsLogger.info)',
+    '.warning': 'api/logging.html (RcutilsLogger.warning)',
+    '.error': 'api/logging.html (RcutilsLogger.error)',
+    '.now': 'api/time.html (Clock.now)',
+    '.to_msg': 'api/time.html (Time.to_msg)',
 }
-NODE_METHODS = {k for k in HUMBLE if k.startswith('.')}
+# Methods the nodes call on plain Python objects they hold (dicts, deques, threads, events):
+# not rclpy. Any other method called on `self` or `node` must be the project's own or listed
+# in HUMBLE.
+PYTHON = {
+    '.append',
+    '.get',
+    '.is_set',
+    '.items',
+    '.join',
+    '.notify',
+    '.notify_all',
+    '.pop',
+    '.popitem',
+    '.popleft',
+    '.set',
+    '.start',
+    '.update',
+    '.wait',
+}
 
 
 def dotted(node: ast.expr) -> str | None:
@@ -59,9 +82,31 @@ def dotted(node: ast.expr) -> str | None:
     return None
 
 
+def _root(node: ast.expr) -> str | None:
+    """The name a chain of attributes, calls and subscripts starts from (self.a.b().c -> self)."""
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def project_names() -> tuple[set[str], set[str]]:
+    """(every function and method the package defines, the attributes it sets on `self`:
+    callables it holds, e.g. self._clock = clock)."""
+    functions, attributes = set(), set()
+    for path in NODES.parent.rglob('*.py'):
+        for item in ast.walk(ast.parse(path.read_text())):
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                functions.add(f'.{item.name}')
+            elif isinstance(item, ast.Attribute) and isinstance(item.ctx, ast.Store):
+                if _root(item) == 'self':
+                    attributes.add(f'.{item.attr}')
+    return functions, attributes
+
+
 def used() -> set[str]:
-    """rclpy names the nodes import or call, and the Node/Publisher methods they call."""
-    names = set()
+    """rclpy names the nodes import or call, and EVERY method they call on `self` or `node` (or
+    on what those hold or return) that the package does not define itself."""
+    names, (functions, attributes) = set(), project_names()
     for path in NODES.glob('*.py'):
         for item in ast.walk(ast.parse(path.read_text())):
             if isinstance(item, ast.ImportFrom) and (item.module or '').startswith('rclpy'):
@@ -70,17 +115,21 @@ def used() -> set[str]:
                 name = dotted(item)
                 if name and name.startswith('rclpy.'):
                     names.add(name)
-                elif f'.{item.attr}' in NODE_METHODS or item.attr.startswith(('create_', 'wait_')):
-                    names.add(f'.{item.attr}')
+            elif isinstance(item, ast.Call) and isinstance(item.func, ast.Attribute):
+                name, direct = f'.{item.func.attr}', isinstance(item.func.value, ast.Name)
+                own = functions | attributes if direct else functions  # self.x() / self.a.x()
+                if _root(item.func) in ('self', 'node') and name not in own:
+                    names.add(name)
             elif isinstance(item, ast.keyword) and item.arg == 'throttle_duration_sec':
                 names.add('.throttle_duration_sec')
     return {n for n in names if not any(m.startswith(n + '.') for m in names)}
 
 
 def test_every_rclpy_api_the_nodes_use_is_in_humble():
-    missing = used() - set(HUMBLE)
+    missing = used() - set(HUMBLE) - PYTHON
     assert not missing, f'check these against Humble rclpy and list them: {sorted(missing)}'
 
 
 def test_the_scan_sees_the_apis():
-    assert {'rclpy.spin', '.wait_for_all_acked', '.create_publisher'} <= used()
+    assert {'rclpy.spin', '.wait_for_all_acked', '.create_publisher', '.now', '.info'} <= used()
+    assert '.attach' not in used()  # the findings store's own method, not rclpy

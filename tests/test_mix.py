@@ -42,19 +42,46 @@ def test_a_mix_at_zero_is_run_a_and_the_chosen_mix_is_recorded(ham, two_runs):
         'name=mx',
         f'train.mix_runs=[{a}, {b}]',
         'train.mix_lambdas=[0, 0.5, 1]',
-        'train.mix_tolerance=1',
     )
     report = _metrics(mixed)['mix']
     lam = report['lambda']
     assert set(report['validation_roc_auc']) == {'0.0', '0.5', '1.0'}
     assert [s['config']['name'] for s in report['sources']] == ['a', 'b']  # provenance
     assert set(report['sources'][0]['sha256']) == {'fold0.top.weights.h5', 'fold1.top.weights.h5'}
-    means = {float(k): np.mean(list(v.values())) for k, v in report['validation_roc_auc'].items()}
-    assert means[lam] == max(means.values())  # tolerance 1: the best validation mix
+    table = {float(k): v for k, v in report['validation_roc_auc'].items()}
+    assert lam == shipped_rule(table, 'dermoscopic', 0.005)  # the default tolerance
     weights = [_h5_arrays(run / 'fold0.top.weights.h5') for run in (a, b, mixed)]
     assert len(weights[0]) > 10 and all(len(w) == len(weights[0]) for w in weights)
     for wa, wb, wm in zip(*weights):
         assert np.allclose(wm, (1 - lam) * wa + lam * wb, atol=1e-6)
+
+
+def shipped_rule(table: dict[float, dict[str, float]], reference: str, tolerance: float):
+    """The rule written out here: among the l whose `reference` validation ROC-AUC is at most
+    `tolerance` below l = 0's, the best mean over domains; the smaller l on a tie."""
+    floor = table[0.0][reference] - tolerance
+    best = None
+    for lam in sorted(table):
+        mean = sum(table[lam].values()) / len(table[lam])
+        if table[lam][reference] >= floor and (best is None or mean > best[1]):
+            best = (lam, mean)
+    return best[0]
+
+
+@pytest.mark.parametrize(
+    ('clinical_at_1', 'tolerance', 'expected'),
+    [(0.92, 0.005, 0.5), (0.92, 1.0, 1.0), (0.88, 0.005, 0.5), (0.897, 1.0, 0.5)],
+)
+def test_the_mix_weight_follows_the_shipped_rule(clinical_at_1, tolerance, expected):
+    """choose() on a table where the dermoscopic guard matters (l = 1 loses 0.02 of it): the
+    guard keeps l <= 0.5 at the shipped tolerance; ties go to the smaller l."""
+    from training.mix import Mix, choose
+
+    aucs = {0.0: (0.90, 0.80), 0.5: (0.897, 0.88), 1.0: (0.88, clinical_at_1)}
+    table = {lam: {'val': [{'dermoscopic': d, 'clinical': c}] * 2} for lam, (d, c) in aucs.items()}
+    got = choose(Mix(['a', 'b'], {}, table), 'dermoscopic', tolerance)
+    flat = {lam: {'dermoscopic': d, 'clinical': c} for lam, (d, c) in aucs.items()}
+    assert got == expected == shipped_rule(flat, 'dermoscopic', tolerance)
 
 
 def _h5_arrays(path):

@@ -1,7 +1,5 @@
 """Operating points: per-variant calibration, named thresholds, figures with paired CIs."""
 
-import csv
-
 import numpy as np
 import pytest
 from skin_screening.core.classifier import Classifier
@@ -12,16 +10,56 @@ from skin_screening.core.operating_points import (
     point_figures,
     precision_table,
 )
-from skin_screening.core.preprocess import load_rgb, resize
 
 
 def test_the_shipped_card_has_both_points_and_a_calibration_per_variant(ham_model):
     card = ModelCard.load(ham_model)
     points = card.operating_points['points']
     assert points['screening']['threshold'] < points['balanced']['threshold']
-    assert points['screening']['pooled_oof']['recall'] >= 0.90  # its own criterion, on the CV
     variants = [name for name, info in card.files.items() if 'precision' in info]
     assert sorted(card.operating_points['calibration']) == sorted(variants)
+
+
+def brute_force_points(y, p, mel):
+    """The points' rules computed here, without the library: every candidate threshold tried."""
+    candidates = np.unique(p)
+    recall = np.array([np.mean(p[y == 1] >= t) for t in candidates])
+    mel_recall = np.array([np.mean(p[mel] >= t) for t in candidates])
+    caught = [(p >= t) for t in candidates]
+    f1 = [2 * np.sum(c & (y == 1)) / (c.sum() + y.sum()) for c in caught]
+    return {
+        'screening': candidates[recall >= 0.9].max(),
+        'melanoma': candidates[(recall >= 0.9) & (mel_recall >= 0.9)].max(),
+        'balanced': candidates[int(np.argmax(f1))],
+    }
+
+
+@pytest.mark.parametrize(('seed', 'mel_shift'), [(0, -0.15), (1, 0.15), (2, 0.0)])
+def test_the_points_follow_their_rules_computed_independently(seed, mel_shift):
+    """screening = the highest threshold with recall >= 0.90, melanoma = the highest with both
+    recalls >= 0.90, balanced = max F1; each point's pooled figures re-counted here."""
+    from training.operating_points import choose_points
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 600)
+    mel = (y == 1) & (rng.uniform(size=600) < 0.3)
+    p = np.clip(0.35 * y + mel_shift * mel + rng.uniform(0, 0.75, 600), 0, 1).round(4)
+    fold = rng.integers(0, 5, 600)
+    points = choose_points(y, p, fold, 'dermoscopic', mel=mel)
+    expected = brute_force_points(y, p, mel)
+    for name, threshold in expected.items():
+        assert points[name]['threshold'] == pytest.approx(threshold), name
+        pooled = points[name]['pooled_oof']
+        assert pooled['recall'] == pytest.approx(np.mean(p[y == 1] >= threshold))
+        assert pooled['specificity'] == pytest.approx(np.mean(p[y == 0] < threshold))
+    assert points['melanoma']['pooled_oof']['melanoma_recall'] == pytest.approx(
+        np.mean(p[mel] >= expected['melanoma'])
+    )
+    for row in points['screening']['folds']:
+        m = fold == row['fold']
+        assert row['own_threshold'] == pytest.approx(
+            brute_force_points(y[m], p[m], mel[m])['screening']
+        )
 
 
 def test_each_variant_runs_with_its_own_calibration_at_the_chosen_point(ham_model):
@@ -49,26 +87,26 @@ def test_an_unknown_point_or_an_uncalibrated_variant_is_refused(ham_model, tmp_p
         card.rule('model.fp16.onnx')
 
 
-def test_int8_keeps_fp32_recall_at_the_screening_point_on_held_out_lesions(ham_model, ham):
-    """Through the real engines, on 400 held-out images (every positive among them): the INT8
-    logit shift is absorbed by INT8's own calibration (with FP32's calibration the shipped INT8
-    lost 5 points of recall on these lesions)."""
-    card = ModelCard.load(ham_model)
-    with (ham_model / 'heldout.csv').open() as f:
-        rows = list(csv.DictReader(f))
-    rows = [r for r in rows if r['y'] == '1'][:150] + [r for r in rows if r['y'] == '0'][:250]
-    crops = np.stack([resize(load_rgb(r['path']), card.preprocessing) for r in rows])
-    y = np.array([int(r['y']) for r in rows])
+def test_int8_keeps_fp32_recall_at_the_screening_point_on_held_out_lesions(
+    ham_model, heldout_dermoscopy
+):
+    """Through the real engines, on 400 held-out images (every positive among them): INT8 at
+    its own calibration catches the cancers FP32 catches (paired). Caught: INT8's bias moved
+    by -0.3 (an INT8 logit shift left uncorrected) loses 6 points here."""
+    crops, y = heldout_dermoscopy
+    pick = np.concatenate([np.nonzero(y == 1)[0][:150], np.nonzero(y == 0)[0][:250]])
+    crops, y = crops[pick], y[pick]
     caught = {}
     for precision in ('fp32', 'int8'):
         clf = Classifier(ham_model, precision, operating_point='screening', gate=False)
         caught[precision] = clf.classify_crops(crops)[0].probability >= clf.rule.threshold
         clf.close()
     recall = {p: c[y == 1].mean() for p, c in caught.items()}
-    # The point screens (the shipped model's whole held-out fold: recall 0.863 [0.817, 0.902],
-    # README); what this test guards is INT8 against FP32 at the same point.
-    assert recall['fp32'] >= 0.80 and recall['int8'] >= 0.80, recall
+    # What this test guards is INT8 against FP32 at the same point, paired on the same cancers
+    # (no floor on the figure itself: the held-out recall is a measurement, see the README).
+    lost = np.sum(caught['fp32'] & ~caught['int8'] & (y == 1))
     assert abs(recall['int8'] - recall['fp32']) <= 0.03, recall
+    assert lost <= 0.03 * np.sum(y == 1), f'INT8 misses {lost} cancers FP32 catches'
 
 
 def test_figures_have_group_bootstrap_intervals_around_them():

@@ -35,11 +35,24 @@ def test_center_crop_keeps_the_centre():
     assert out.min() > 200  # the crop is the central square
 
 
-def test_batch_equals_single_frames(sample_frames):
-    frames, _ = sample_frames
-    spec = Preprocessing()
-    batch = prepare_batch(frames[:3], spec)
-    assert np.array_equal(batch[1], prepare(frames[1], spec))
+def test_the_batch_is_the_documented_crop_and_scaling_computed_here(sample_frames):
+    """prepare_batch against the preprocessing written out here with cv2 and numpy: the short
+    side scaled to 224 (area filter), the centre 224 x 224 kept, x / 127.5 - 1, RGB, and with
+    views=2 each frame followed by its 90-degree rotation."""
+    import cv2
+
+    frames = sample_frames[0][:3]
+    batch = prepare_batch(frames, Preprocessing(), views=2)
+    assert batch.shape == (6, 224, 224, 3) and batch.dtype == np.float32
+    for i, frame in enumerate(frames):
+        h, w = frame.shape[:2]
+        f = 224 / min(h, w)
+        new_w, new_h = round(w * f), round(h * f)
+        scaled = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA).astype(float)
+        top, left = (new_h - 224) // 2, (new_w - 224) // 2
+        expected = scaled[top : top + 224, left : left + 224] / 127.5 - 1
+        assert np.abs(batch[2 * i] - expected).mean() < 0.01  # 0.6 grey levels (see _resize)
+        assert np.array_equal(batch[2 * i + 1], np.rot90(batch[2 * i], 1, axes=(0, 1)))
 
 
 @pytest.mark.parametrize(
