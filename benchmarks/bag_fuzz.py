@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -115,7 +116,8 @@ def main() -> int:
     args = p.parse_args()
     from skin_screening.launching import ros_environment
 
-    env = dict(os.environ) | ros_environment(domain=str(1 + args.seed % 100))
+    domain = os.environ.get('ROS_DOMAIN_ID') or random.Random(os.getpid()).randint(1, 100)
+    env = dict(os.environ) | ros_environment(domain=str(domain))
     cases, failures = [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -123,6 +123,7 @@ class NodeSpec:
     param_files: list[Path] = field(default_factory=list)
     remaps: list[tuple[str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    namespace: str = ''  # '' = the launcher's (/)
 
     @property
     def module(self) -> str:
@@ -145,6 +146,8 @@ class NodeSpec:
 
     def argv(self) -> list[str]:
         args = [sys.executable, '-m', self.module, '--ros-args', '-r', f'__node:={self.name}']
+        if self.namespace:
+            args += ['-r', f'__ns:={self.namespace}']
         for path in self.param_files:
             args += ['--params-file', str(path)]
         for key, value in self.params.items():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import secrets
 import signal
 import subprocess
 import time
@@ -67,7 +69,11 @@ def replay(
         },
     )
     nodes = [spec for spec in nodes if spec.name not in without]
+    # Every topic of this replay (relative names) under a namespace of its own: another replay
+    # or node on the same ROS domain (the same bag, the same stamps) never answers its frames.
+    namespace = f'/replay_{os.getpid()}_{secrets.token_hex(3)}'
     for spec in nodes:
+        spec.namespace = namespace
         if spec.name == 'bag_player':
             spec.params['progress'] = False
             spec.params['publish_log'] = str(output_dir / 'published.csv')

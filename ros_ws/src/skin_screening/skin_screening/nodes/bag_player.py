@@ -195,8 +195,10 @@ class BagPlayerNode(Node):
     def _on_status(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             kind = status.name.rsplit(': ', 1)[-1]
-            if kind in ('inference', 'recorder'):
-                self._status[kind] = {kv.key: kv.value for kv in status.values}
+            values = {kv.key: kv.value for kv in status.values}
+            mine = values.get('namespace', self.get_namespace()) == self.get_namespace()
+            if kind in ('inference', 'recorder') and mine:  # not another replay's nodes
+                self._status[kind] = values
 
     def _status_int(self, kind: str, key: str) -> int:
         try:

@@ -137,10 +137,13 @@ def descriptor(
 def diagnostics(
     node: Any, kind: str, level: bytes, message: str, hardware_id: str, values: dict[str, object]
 ) -> Any:
-    """A DiagnosticArray with one status named '<node name>: <kind>', stamped now."""
+    """A DiagnosticArray with one status named '<node name>: <kind>', stamped now; its last
+    value is the node's namespace (a replay's nodes share one of their own: its bag player
+    reads only their statuses, whatever else runs on the same ROS domain)."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from std_msgs.msg import Header
 
+    values = values | {'namespace': node.get_namespace()}
     status = DiagnosticStatus(
         level=level,
         name=f'{node.get_name()}: {kind}',
