@@ -75,14 +75,18 @@ def test_the_non_lesion_figures_of_the_card_are_measured_again(ham_model, fp32):
     assert flagged / sum(len(f) for f in sets.values()) >= 0.95
 
 
-def test_the_gate_costs_little_beside_the_engine(fp32, sample_frames):
-    """The goal itself (<= 10 % of the engine's time), as the median over 30 single frames of
-    each frame's own ratio: gate and engine timed back to back, so a loaded machine slows both
-    (measured here: 5 %; benchmarks/gate_cost.py times them on a quiet machine)."""
+def test_the_gate_costs_little_beside_the_engine(ham_model, sample_frames):
+    """The goal itself (<= 10 % of the engine's time), as benchmarks/gate_cost.py defines it
+    (one engine thread, single frames): the median over 30 frames of each frame's own ratio.
+    Gate and engine, both on one thread and timed back to back, slow alike on a loaded machine
+    (measured here: 5-6 %; with two engine threads the ratio read 11 % on an idle machine and
+    5 % with the other core busy: that would test the load, not the gate)."""
+    clf = Classifier(ham_model, 'fp32', threads=1)
     ratios = []
     for frame in sample_frames[0][:30]:
-        _, ms = fp32.classify([frame])
-        ratios.append(fp32.gate_ms / ms)
+        _, ms = clf.classify([frame])
+        ratios.append(clf.gate_ms / ms)
+    clf.close()
     assert np.median(ratios) <= 0.10, f'gate {np.median(ratios):.1%} of the engine time'
 
 
