@@ -134,6 +134,10 @@ def test_device_bags_replay_without_labels(rgbs, tmp_path, ros_env, kind, storag
     row = result.stdout.split('energy\n', 1)[1].splitlines()[0].split()
     assert row[:4] == ['fp32', '6', '6', '0']  # frames, answered, lost
     assert 'no ground truth in the bag: diagnoses are in' in result.stdout
+    # every node of the replay listened before the first frame (compressed frames too: the
+    # findings node keeps their evidence; before, the player waited 120 s for it, then played)
+    (log,) = (tmp_path / 'out').glob('*-main/fp32/logs/bag_player.log')
+    assert 'not fully connected' not in log.read_text()
 
 
 @pytest.mark.ros

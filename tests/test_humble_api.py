@@ -38,6 +38,7 @@ HUMBLE = {
     '.get_clock': 'api/node.html',
     '.get_logger': 'api/node.html',
     '.get_name': 'api/node.html',
+    '.get_namespace': 'api/node.html',
     '.get_parameter': 'api/node.html',
     '.resolve_topic_name': 'api/node.html (since Galactic)',
     '.get_subscription_count': 'api/topics.html (Publisher)',

@@ -16,7 +16,7 @@ import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
 from ..core.findings import FindingsStore
@@ -47,6 +47,15 @@ class FindingsNode(Node):
             'data/runs',
             descriptor(
                 'Folder of the session; evidence goes to <output_dir>/findings/.', read_only=True
+            ),
+        )
+        p(
+            'compressed',
+            False,
+            descriptor(
+                'Camera frames as sensor_msgs/CompressedImage on image_raw/compressed (as the '
+                'inference node with compressed:=true).',
+                read_only=True,
             ),
         )
         p(
@@ -99,7 +108,13 @@ class FindingsNode(Node):
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         # best effort as a camera sends, deep enough not to lose frames while writing evidence
         frames_qos = QoSProfile(depth=60, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.create_subscription(Image, 'image_raw', self._on_frame, frames_qos)
+        compressed = gp('compressed').value
+        self.create_subscription(
+            CompressedImage if compressed else Image,
+            'image_raw/compressed' if compressed else 'image_raw',
+            self._on_frame,
+            frames_qos,
+        )
         # overlays come best effort (sensor data QoS), after their Diagnosis
         self.create_subscription(Image, 'diagnosis/cam', self._on_cam, frames_qos)
         self.create_subscription(Diagnosis, 'diagnosis', self._on_diagnosis, reliable)
