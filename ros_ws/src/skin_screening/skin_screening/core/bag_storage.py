@@ -14,6 +14,7 @@ Nothing here raises for damage found while reading: it ends up in `problems` (wh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,8 +154,14 @@ def open_source(path: str | Path) -> Source:
                 raise BagError(f'cannot open bag {resolved}: {error}') from None
             source = Source(only, [only], notes=[f'metadata.yaml unreadable ({_short(exc)})'])
     if source.storage == 'sqlite3':
-        source.notes += _integrity(source.files)
+        source.notes += [p for f in source.files if (p := _integrity(*_identity(f)))]
     return source
+
+
+def _identity(path: Path) -> tuple[Path, int, int]:
+    """(path, size, mtime): the key under which a file's checks are remembered."""
+    stat = path.stat()
+    return path.resolve(), stat.st_size, stat.st_mtime_ns
 
 
 def _metadata(folder: Path) -> tuple[list[Path], dict[str, int]]:
@@ -178,39 +185,48 @@ def _metadata(folder: Path) -> tuple[list[Path], dict[str, int]]:
     return files, counts
 
 
-def _integrity(files: list[Path]) -> list[str]:
-    """PRAGMA integrity_check of each .db3 file: [] when SQLite finds its structure intact."""
+@functools.lru_cache(maxsize=32)
+def _integrity(path: Path, size: int, mtime_ns: int) -> str:
+    """PRAGMA integrity_check of a .db3 file ('' when SQLite finds its structure intact); the
+    check reads the whole file, so it runs once per file as it is (size, mtime), not once per
+    read of the bag (inspect, the player, ground truth, scoring each open it)."""
     import sqlite3
 
-    problems = []
-    for path in files:
-        try:
-            with sqlite3.connect(f'file:{path}?mode=ro', uri=True) as db:
-                rows = [r[0] for r in db.execute('PRAGMA integrity_check').fetchall()]
-        except sqlite3.DatabaseError as exc:
-            raise BagError(f'cannot open bag {path} (corrupt or not a rosbag2?): {exc}') from exc
-        if rows != ['ok']:
-            problems.append(f'{path.name} fails SQLite integrity_check ({"; ".join(rows[:3])})')
-    return problems
+    try:
+        with sqlite3.connect(f'file:{path}?mode=ro', uri=True) as db:
+            rows = [r[0] for r in db.execute('PRAGMA integrity_check').fetchall()]
+    except sqlite3.DatabaseError as exc:
+        raise BagError(f'cannot open bag {path} (corrupt or not a rosbag2?): {exc}') from exc
+    return (
+        ''
+        if rows == ['ok']
+        else f'{path.name} fails SQLite integrity_check ({"; ".join(rows[:3])})'
+    )
 
 
 def _row_counts(files: list[Path]) -> dict[str, int]:
     """Messages per topic as the .db3 files hold them ({} where they cannot be counted)."""
+    counts: dict[str, int] = {}
+    for path in files:
+        for name, n in _file_row_counts(*_identity(path)):
+            counts[name] = counts.get(name, 0) + n
+    return counts
+
+
+@functools.lru_cache(maxsize=32)
+def _file_row_counts(path: Path, size: int, mtime_ns: int) -> tuple[tuple[str, int], ...]:
+    """(topic, messages) of one .db3 file, counted once per file as it is (see _integrity)."""
     import sqlite3
 
-    counts: dict[str, int] = {}
+    query = (
+        'SELECT topics.name, count(*) FROM messages '
+        'JOIN topics ON messages.topic_id = topics.id GROUP BY topics.name'
+    )
     try:
-        for path in files:
-            with sqlite3.connect(f'file:{path}?mode=ro', uri=True) as db:
-                query = (
-                    'SELECT topics.name, count(*) FROM messages '
-                    'JOIN topics ON messages.topic_id = topics.id GROUP BY topics.name'
-                )
-                for name, n in db.execute(query):
-                    counts[name] = counts.get(name, 0) + n
+        with sqlite3.connect(f'file:{path}?mode=ro', uri=True) as db:
+            return tuple(db.execute(query).fetchall())
     except sqlite3.DatabaseError:
-        return {}
-    return counts
+        return ()
 
 
 def _short(exc: Any) -> str:

@@ -156,17 +156,7 @@ class Salvage:
 
     def _chunk(self, content: bytes) -> list[SalvagedMessage]:
         """The chunk's messages, or _Damaged: a chunk is used whole or not at all."""
-        try:
-            uncompressed_size, crc = struct.unpack_from('<QI', content, 16)
-            compression, offset = _string(content, 28)
-            (size,) = struct.unpack_from('<Q', content, offset)
-        except (struct.error, UnicodeDecodeError) as exc:
-            raise _Damaged(f'unreadable chunk header ({exc})') from None
-        if size > len(content) - offset - 8 or uncompressed_size > MAX_CHUNK_BYTES:
-            raise _Damaged(f'sizes {size}/{uncompressed_size} do not fit the record')
-        data = _decompress(content[offset + 8 : offset + 8 + size], compression)
-        if len(data) != uncompressed_size:
-            raise _Damaged(f'{len(data)} bytes, the header says {uncompressed_size}')
+        crc, data = _chunk_records(content)
         if crc:
             self.chunks_with_crc += 1
             if zlib.crc32(data) != crc:
@@ -211,7 +201,7 @@ class Salvage:
             return
         bio.seek(summary_start)
         section = bio.read(size - FOOTER_BYTES - summary_start)
-        if summary_crc and zlib.crc32(tail[:-12], zlib.crc32(section)) != summary_crc:
+        if summary_crc and _summary_crc(section, tail) != summary_crc:
             self.crc_errors.append('the summary fails its CRC (not used)')
             return
         inner, found, stats = io.BytesIO(section), Salvage(self.path), None
@@ -247,6 +237,28 @@ def _read_record(bio: BinaryIO, size: int, start: int) -> tuple[int | None, byte
     if head[0] == 0:
         raise _Damaged(f'record at byte {start} has the reserved opcode 0 (zeroed bytes?)')
     return head[0], bio.read(length), head
+
+
+def _chunk_records(content: bytes) -> tuple[int, bytes]:
+    """(the CRC stored in a chunk record, its records decompressed and size-checked);
+    _Damaged when the header does not fit the record or the sizes disagree."""
+    try:
+        uncompressed_size, crc = struct.unpack_from('<QI', content, 16)
+        compression, offset = _string(content, 28)
+        (size,) = struct.unpack_from('<Q', content, offset)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise _Damaged(f'unreadable chunk header ({exc})') from None
+    if size > len(content) - offset - 8 or uncompressed_size > MAX_CHUNK_BYTES:
+        raise _Damaged(f'sizes {size}/{uncompressed_size} do not fit the record')
+    data = _decompress(content[offset + 8 : offset + 8 + size], compression)
+    if len(data) != uncompressed_size:
+        raise _Damaged(f'{len(data)} bytes, the header says {uncompressed_size}')
+    return crc, data
+
+
+def _summary_crc(section: bytes, tail: bytes) -> int:
+    """The Footer's summary CRC: the summary section, then the footer up to that field."""
+    return zlib.crc32(tail[:-12], zlib.crc32(section))
 
 
 def _span(content: bytes) -> str:
@@ -313,9 +325,7 @@ def add_crcs(path: str | Path) -> int:
                 bio.write(struct.pack('<I', crc))
                 break
             if opcode == CHUNK:
-                compression, offset = _string(content, 28)
-                (n,) = struct.unpack_from('<Q', content, offset)
-                data = _decompress(content[offset + 8 : offset + 8 + n], compression)
+                data = _chunk_records(content)[1]
                 content = content[:24] + struct.pack('<I', zlib.crc32(data)) + content[28:]
                 bio.seek(start + 9 + 24)
                 bio.write(content[24:28])
@@ -329,5 +339,5 @@ def add_crcs(path: str | Path) -> int:
             bio.seek(summary_start)
             section = bio.read(size - FOOTER_BYTES - summary_start)
             bio.seek(size - FOOTER_BYTES + 9 + 16)
-            bio.write(struct.pack('<I', zlib.crc32(tail[:-12], zlib.crc32(section))))
+            bio.write(struct.pack('<I', _summary_crc(section, tail)))
     return chunks
