@@ -199,15 +199,27 @@ def _load_one(config: DataConfig) -> LabelledSet:
 
 
 def stratified_group_subset(data: LabelledSet, limit: int, seed: int = 0) -> LabelledSet:
-    """About `limit` images, whole groups only, both classes kept in proportion."""
+    """About `limit` images, whole groups only, both classes kept in proportion: per class (a
+    group with any cancer counts as a cancer group), groups in a seeded random order, as many as
+    bring that class's images closest to its share of `limit` (at least one group).
+
+    Linear in the number of images (a StratifiedGroupKFold into len / limit folds took 40 s for
+    160 of HAM10000's 10015 images)."""
     if limit >= len(data):
         return data
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    parts = max(2, round(len(data) / limit))
-    splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
-    _, index = next(splitter.split(np.zeros(len(data)), data.y, data.groups))
-    return data.subset(np.sort(index))
+    rng = np.random.default_rng(seed)
+    _, group_of = np.unique(data.groups, return_inverse=True)
+    sizes = np.bincount(group_of)
+    cancer = np.bincount(group_of, weights=data.y) > 0
+    keep = np.zeros(len(sizes), dtype=bool)
+    for members in (np.nonzero(~cancer)[0], np.nonzero(cancer)[0]):
+        if not len(members):
+            continue
+        members = rng.permutation(members)
+        quota = limit * sizes[members].sum() / len(data)
+        total = np.cumsum(sizes[members])
+        keep[members[: int(np.argmin(np.abs(total - quota))) + 1]] = True
+    return data.subset(np.nonzero(keep[group_of])[0])
 
 
 def grouped_folds(data: LabelledSet, split: SplitConfig, seed: int) -> np.ndarray:

@@ -27,10 +27,10 @@ import sysconfig
 from pathlib import Path
 
 MSG_PACKAGE = 'skin_screening_msgs'
-_BAKED_PY_INCLUDE = re.compile(r'/opt/python/cp\d+-cp\d+t?/include/python[\d.]+t?')
-_BAKED_NUMPY_INCLUDE = re.compile(
-    r'/opt/python/cp\d+-cp\d+t?/lib/python[\d.]+t?/site-packages/numpy/(?:_core|core)/include'
-)
+# Include paths baked into the wheels' CMake exports: the wheel builder's (/opt/python/...), or
+# another environment's where an earlier fix reached this file through a link into a cache.
+_BAKED_PY_INCLUDE = re.compile(r'/[^;"\s]*/include/python\d+\.\d+t?(?=[;"\s])')
+_BAKED_NUMPY_INCLUDE = re.compile(r'/[^;"\s]*/site-packages/numpy/(?:_core|core)/include')
 
 
 class BootstrapError(RuntimeError):
@@ -114,7 +114,11 @@ def fix_baked_include_paths(prefix: Path) -> int:
         text = path.read_text()
         new = _BAKED_PY_INCLUDE.sub(py_include, _BAKED_NUMPY_INCLUDE.sub(np_include, text))
         if new != text:
-            path.write_text(new)
+            # A new file, never a write into this one: uv links an environment's files to its
+            # cache, and an edit in place would reach every environment made from it.
+            fresh = path.with_name(path.name + '.fixed')
+            fresh.write_text(new)
+            os.replace(fresh, path)
             changed += 1
     return changed
 
