@@ -3,7 +3,14 @@ import pytest
 
 from tests.conftest import REPO, WEIGHTS_05
 from training.config import DataConfig, ModelConfig, SplitConfig, load_config
-from training.data import DataError, Mapping, grouped_folds, inner_split, load_dataset
+from training.data import (
+    DataError,
+    Mapping,
+    grouped_folds,
+    inner_split,
+    load_dataset,
+    stratified_group_subset,
+)
 from training.model import TrainingError, resolve_weights
 
 
@@ -17,6 +24,23 @@ def test_ham10000_folds_never_share_a_lesion(ham):
     train = np.nonzero(fold != 0)[0]
     fit, val = inner_split(data, train, 0.15, seed=0)
     assert not set(data.groups[fit]) & set(data.groups[val])
+
+
+@pytest.mark.parametrize(
+    ('root', 'fmt', 'limit'), [('ham', 'ham10000', 160), ('pad', 'pad_ufes_20', 90)]
+)
+def test_a_limited_set_keeps_whole_groups_and_every_diagnosis(root, fmt, limit, request):
+    data = load_dataset(DataConfig(format=fmt, root=str(request.getfixturevalue(root))))
+    part = stratified_group_subset(data, limit)
+    assert abs(len(part) - limit) <= 0.1 * limit
+    chosen = set(part.groups)
+    assert sum(g in chosen for g in data.groups) == len(part)  # whole groups only
+    for label in set(data.labels):  # every diagnosis, near its share
+        share = data.labels.count(label) / len(data)
+        assert 1 <= part.labels.count(label) <= max(3, 2 * share * limit)
+    assert abs(part.y.mean() - data.y.mean()) < 0.05
+    again = stratified_group_subset(data, limit)
+    assert again.ids == part.ids and stratified_group_subset(data, limit, seed=1).ids != part.ids
 
 
 def test_mapping_rejects_unknown_labels():

@@ -24,6 +24,7 @@ def _variants(args: argparse.Namespace) -> int:
     config = VariantConfig(
         calibration_images=args.calibration_images,
         calibration_method=args.calibration_method,
+        histogram_bins=args.histogram_bins,
         backends=tuple(args.backend),
         precisions=tuple(args.precision),
         **({} if args.keep_float is None else {'keep_float': tuple(args.keep_float)}),
@@ -122,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
     variants.add_argument('--calibration-images', type=int, default=1000)
     variants.add_argument(
         '--calibration-method', default='minmax', choices=['minmax', 'entropy', 'percentile']
+    )
+    variants.add_argument(
+        '--histogram-bins',
+        type=int,
+        default=2048,
+        help='histogram bins of entropy/percentile calibration (TensorRT: 2048; fewer is faster)',
     )
     variants.add_argument(
         '--keep-float',
