@@ -26,16 +26,52 @@ WEIGHTS_05 = (
     SHARED / 'weights' / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
 )
 
-# Domains 1..100, starting at a random offset so two test runs on one machine rarely meet.
-_domains = itertools.cycle(range(1, 101))
-for _ in range(random.Random(os.getpid()).randrange(100)):
-    next(_domains)
+
+def _worker_domains() -> itertools.cycle:
+    """ROS domains 1..100 shared out among this run's xdist workers (worker k of n takes every
+    n-th), from a random start so that two test runs on one machine rarely meet."""
+    k = int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])
+    n = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    mine = list(range(1 + k, 101, n))
+    start = random.Random(os.getpid()).randrange(len(mine))
+    return itertools.cycle(mine[start:] + mine[:start])
+
+
+_domains = _worker_domains()
+
+# Session fixtures worth building once per run: under xdist (--dist loadgroup) every module
+# using one of them runs in the same worker.
+SHARED_BUILDS = ('small_run', 'heldout_dermoscopy')
 
 
 def pytest_sessionstart(session):
     from skin_screening.bootstrap import ensure_messages
 
     ensure_messages(verbose=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # after pytest-randomly's shuffle, before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module (its module fixtures are built once), modules sharing a
+    SHARED_BUILDS fixture joined; groups with more `slow` tests first, so that the longest ones
+    start while the other worker works through the short ones."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for item in items:
+        for build in SHARED_BUILDS:
+            if build in item.fixturenames:
+                parent[root(item.path.stem)] = root(build)
+    weight: dict[str, int] = {}
+    for item in items:
+        group = root(item.path.stem)
+        item.add_marker(pytest.mark.xdist_group(group))
+        weight[group] = weight.get(group, 0) + (item.get_closest_marker('slow') is not None)
+    items.sort(key=lambda item: -weight[root(item.path.stem)])  # stable: order within kept
 
 
 @pytest.fixture
