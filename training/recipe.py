@@ -128,7 +128,9 @@ def _phase(model: SplitModel, acts, y, domains, phase: Phase, cfg: TrainConfig, 
             per_head = tf.stack(
                 [loss_fn(target[:, None], logits[:, h : h + 1]) for h in range(heads)], axis=1
             )
-            loss = tf.reduce_sum(per_head * weight) / tf.reduce_sum(weight)
+            # 0, not NaN, for a batch whose bootstrap weights are all 0 (a short last batch:
+            # a NaN loss made every weight NaN for the rest of the run)
+            loss = tf.math.divide_no_nan(tf.reduce_sum(per_head * weight), tf.reduce_sum(weight))
         grads = tape.gradient(loss, top.trainable_variables)
         optimizer.apply_gradients(zip(grads, top.trainable_variables))
         return loss
