@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -189,3 +190,17 @@ def image_msg(stamp_s: int, **fields):
     return Image(
         header=Header(frame_id='cam', stamp=Header().stamp.__class__(sec=stamp_s)), **fields
     )
+
+
+def owner_only_modes(folder: Path) -> dict[str, int]:
+    """Every path under `folder` (itself included) whose mode is not owner-only (folders 0700,
+    files 0600) -> its mode; {} when all are."""
+    import stat
+
+    wrong = {}
+    for path in [folder, *folder.rglob('*')]:
+        want = 0o700 if path.is_dir() else 0o600
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != want:
+            wrong[str(path.relative_to(folder.parent))] = oct(mode)
+    return wrong

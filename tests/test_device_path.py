@@ -23,7 +23,7 @@ from skin_screening.core.model_card import DEFAULT_MODEL
 from skin_screening.launching import parse_launch
 
 from tests.device_env import REPO, Unavailable, activated, device_env
-from tests.nodes_helpers import probe_node, wait_for
+from tests.nodes_helpers import owner_only_modes, probe_node, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 LAUNCH = REPO / 'launch'
@@ -243,7 +243,10 @@ def test_wearable_launch_matches_the_stand_in_and_stops_cleanly(
     assert code == (0 if sig == signal.SIGINT else -signal.SIGTERM), output[-3000:]
     for bad in ('Traceback', 'RCLError', 'Failed to publish', 'KeyboardInterrupt'):
         assert bad not in output, output[-3000:]
-    (run,) = [p for p in (tmp_path / 'runs').iterdir() if p.name != 'findings']
+    # one session folder for the recorder and the findings node of this launch, owner-only
+    (run,) = list((tmp_path / 'runs').iterdir())
+    assert (run / 'findings').is_dir() and (run / 'session.json').is_file()
+    assert owner_only_modes(run) == {}
     rows = list(csv.DictReader((run / 'diagnoses.csv').open()))
     # the recorder closed its file: every row complete, the last one included
     assert rows and all(r['stamp_ns'].isdigit() and r['precision'] == 'fp16' for r in rows)
@@ -282,8 +285,9 @@ def test_replay_launch_ends_with_the_bag_and_keeps_string_arguments(
     output = log.read_text()
     assert code == 0, output[-3000:]
     assert 'Traceback' not in output, output[-3000:]
-    (run,) = [p for p in (tmp_path / 'runs').iterdir() if p.name != 'findings']
+    (run,) = list((tmp_path / 'runs').iterdir())
     assert run.name.endswith('2024-01-01')  # a date-like string stayed a string
+    assert (run / 'findings').is_dir()  # the findings node's evidence in the same session
     rows = list(csv.DictReader((run / 'diagnoses.csv').open()))
     assert len(rows) == 6 and {r['precision'] for r in rows} == {'int8'}
 

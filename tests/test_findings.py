@@ -13,6 +13,7 @@ from skin_screening.core.model_card import DEFAULT_MODEL
 
 from tests.browser import chromium, load, photo_tiles, screenshot
 from tests.conftest import REPO, result_py
+from tests.nodes_helpers import owner_only_modes
 
 JPEG = b'\xff\xd8' + bytes(1000)  # 1 kB stands in for a frame in the store tests
 
@@ -49,7 +50,7 @@ def test_frames_after_the_clear_are_not_the_episodes_evidence(tmp_path):
 
 
 def test_the_disk_bound_drops_old_low_risk_images_first_never_the_one_written(tmp_path):
-    store = FindingsStore(tmp_path, max_bytes=4500, frames_per_finding=3)
+    store = FindingsStore(tmp_path, max_bytes=5500, frames_per_finding=3)
     on_disk, write = [], store._write
 
     def write_and_measure(path, data):  # the bound holds after every single file written
@@ -64,7 +65,7 @@ def test_the_disk_bound_drops_old_low_risk_images_first_never_the_one_written(tm
         store.end(start + 10)
     store.start(300, 2, '')
     store.offer(301, 0.5, {}, JPEG)
-    assert max(on_disk) <= 4500 == store.max_bytes and len(on_disk) > 10
+    assert max(on_disk) <= 5500 == store.max_bytes and len(on_disk) > 10
     assert store.bytes == sum(f.stat().st_size for f in tmp_path.rglob('*') if f.is_file())
     low, high = store.closed
     assert low.dropped == 3 and 1 <= high.dropped < 3  # all of the low-risk one went first
@@ -80,6 +81,49 @@ def test_a_restarted_store_counts_the_episodes_on_disk(tmp_path):
     again = FindingsStore(tmp_path, max_bytes=10**6)
     assert [e.level for e in again.closed] == ['refer'] and again.closed[0].kept == {101: 0.4}
     assert again.bytes == first.bytes
+
+
+def _disk(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob('*') if f.is_file())
+
+
+def test_one_budget_covers_the_growing_csvs_and_a_write_without_room_is_refused(tmp_path):
+    """The recorder's CSV grows beside the store (another process): the store makes room for
+    it, the total stays within the budget, and once the CSV alone fills it the evidence is
+    refused and counted, every finding keeping its summary."""
+    session = tmp_path / 'S'
+    (session / 'findings').mkdir(parents=True)
+    (tmp_path / 'old' / 'findings').mkdir(parents=True)  # an earlier session's evidence
+    old = FindingsStore(tmp_path / 'old' / 'findings', max_bytes=10**6)
+    old.start(10, 1, '')
+    old.offer(11, 0.51, {}, JPEG)  # low risk, and the oldest
+    old.end(12)
+    csv_file = session / 'diagnoses.csv'
+    csv_file.write_bytes(b'')
+    budget = 20_000
+    store = FindingsStore(session / 'findings', budget, 2, budget_root=tmp_path, watch=session)
+    peaks = []
+    for i in range(40):
+        with csv_file.open('ab') as f:  # the recorder, a row per frame
+            f.write(b'x' * 250)
+        store.tick()
+        if i % 4 == 0:
+            store.start(1000 * i, 1, '')
+        store.offer(1000 * i + 1, 0.5 + i / 100, {'i': i}, JPEG, JPEG)
+        if i % 4 == 3:
+            store.end(1000 * i + 2)
+        peaks.append(_disk(tmp_path))
+        assert store.bytes == peaks[-1]  # the count is what is on disk
+    assert max(peaks) <= budget and store.refused == 0
+    assert not list((tmp_path / 'old').rglob('*.jpg'))  # the earlier session's images went first
+    assert (tmp_path / 'old' / 'findings' / '10-suspicious' / 'episode.json').is_file()
+    csv_file.write_bytes(b'x' * budget)  # the CSV alone fills the budget
+    store.start(99_000, 2, '')
+    assert not store.offer(99_001, 0.9, {}, JPEG) or store.refused > 0
+    assert store.refused > 0 and store.refused_bytes > 0
+    assert not store.tick()  # no room can be made: the node says so (WARN)
+    summaries = list(tmp_path.glob('*/findings/*/episode.json'))
+    assert len(summaries) == 1 + 11  # every finding listed, even with no room for evidence
 
 
 @pytest.fixture(scope='module')
@@ -122,15 +166,14 @@ def test_a_replayed_session_keeps_the_evidence_of_each_alert(session):
     diagnoses = list(csv.DictReader((session / 'diagnoses.csv').open()))
     alerts = list(csv.DictReader((session / 'alerts.csv').open()))
     assert len(diagnoses) == 80 and sum(a['level'] != '0' for a in alerts) >= 2
-    episodes = [
-        json.loads(p.read_text()) for p in sorted(session.parent.glob('findings/*/episode.json'))
-    ]
+    assert owner_only_modes(session) == {}  # skin photographs: the owner's alone
+    episodes = [json.loads(p.read_text()) for p in sorted(session.glob('findings/*/episode.json'))]
     assert len(episodes) == sum(a['level'] != '0' for a in alerts)
     by_stamp = {int(d['stamp_ns']): float(d['probability']) for d in diagnoses}
     for episode in episodes:
         kept = {int(s): p for s, p in episode['kept'].items()}
         assert len(kept) == 3 and all(by_stamp[s] == pytest.approx(p) for s, p in kept.items())
-        folder = session.parent / 'findings' / episode['folder']
+        folder = session / 'findings' / episode['folder']
         assert all((folder / f'{s}.jpg').stat().st_size > 5000 for s in kept)  # real frames
         assert any((folder / f'{s}.cam.jpg').is_file() for s in kept)  # late overlays too
         record = json.loads((folder / f'{min(kept)}.json').read_text())

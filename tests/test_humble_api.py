@@ -58,6 +58,7 @@ HUMBLE = {
 PYTHON = {
     '.append',
     '.get',
+    '.glob',
     '.is_set',
     '.items',
     '.join',

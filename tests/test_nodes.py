@@ -326,12 +326,17 @@ def test_tensorrt_falls_back_only_when_configured(no_tensorrt_env, tmp_path, ham
     assert 'fell back to onnxruntime' in log and 'fp32 on onnxruntime' in log
 
 
+RATE_HZ = 15.0
+
+
 @pytest.mark.ros
 def test_camera_sized_frames_arrive_over_best_effort(ros_env, tmp_path, ham_model, ham_fullres):
     """600x450 rgb8 frames (810 KB, over Fast DDS's default 512 KiB shared-memory segment) at
     30 fps with sensor-data QoS between the camera and inference processes: the project's DDS
     profile (set by the launch files) must carry them (without it 0-6 of 150 arrived here).
-    Fast DDS reads its profile once per process, so both run in child processes started with it."""
+    Fast DDS reads its profile once per process, so both run in child processes started with it.
+    At 15 fps: what is tested is the transport (a frame's size), not the engine keeping up at
+    30 fps while the suite's other worker trains (77 % of the frames were answered then)."""
     from skin_screening.core.preprocess import load_rgb
     from skin_screening.launching import ros_environment
 
@@ -355,14 +360,14 @@ def test_camera_sized_frames_arrive_over_best_effort(ros_env, tmp_path, ham_mode
                     env,
                     logs['camera'],
                     source=str(ham_fullres / 'images'),
-                    rate_hz=30.0,
+                    rate_hz=RATE_HZ,
                 )
             )
-            wait_for(lambda: len(watch.diagnoses) >= 100, 40, '100 diagnoses')
+            wait_for(lambda: len(watch.diagnoses) >= 100, 60, '100 diagnoses')
     finally:
         stop(*procs)
     stamps = sorted(stamp_to_ns(d.header.stamp) for d in watch.diagnoses[10:100])
-    captured = (stamps[-1] - stamps[0]) / 1e9 * 30 + 1  # frames the camera took meanwhile
+    captured = (stamps[-1] - stamps[0]) / 1e9 * RATE_HZ + 1  # frames the camera took meanwhile
     assert 90 / captured >= 0.9, f'{90 / captured:.0%} of the camera frames were diagnosed'
     assert {(d.header.frame_id, d.precision) for d in watch.diagnoses} == {
         ('wearable_camera', 'fp32')

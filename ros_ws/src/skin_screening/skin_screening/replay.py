@@ -22,6 +22,7 @@ import numpy as np
 from .core.bags import BagError, ground_truth
 from .core.metrics import binary_report
 from .core.postprocess import LABELS, REFER, UNASSESSABLE
+from .core.sessions import utc_stamp
 from .launching import package_share, parse_launch, start
 
 # Who the bag player waits for (its parameter -> the replay nodes counted in it).
@@ -64,6 +65,8 @@ def replay(
             'rate': str(rate),
             'output_dir': str(output_dir),
             'run_name': f'replay-{precision}-{backend}',
+            # a folder of its own, whatever else this process replays into output_dir
+            'session': f'{utc_stamp()}-replay-{precision}-{backend}',
             'topic': topic,
             'compressed': str(compressed).lower(),
         },

@@ -1,21 +1,32 @@
-"""The evidence of alert episodes, kept on disk within a size bound (ROS-free).
+"""The evidence of alert episodes, kept on disk within a hard size bound (ROS-free).
 
 An episode starts when an alert is raised (SUSPICIOUS or REFER) and ends when it clears. Of its
 frames the `frames_per_finding` with the highest probability are kept as JPEG (with the CAM
 overlay when one was published) and a JSON of their numbers; episode.json summarises it.
 
-    findings/<start stamp>-<level>/episode.json
-                                   <stamp>.jpg, <stamp>.cam.jpg, <stamp>.json
+    <session>/findings/<start stamp>-<level>/episode.json
+                                             <stamp>.jpg, <stamp>.cam.jpg, <stamp>.json
 
-The bound covers every file under the root, at every moment: room is made BEFORE a file is
-written. Evidence images go first from the ended episode of lowest risk (its highest
-probability), oldest first, lowest-probability frame first; the open episode's images go last.
-episode.json files stay (a few hundred bytes each) and count what was dropped, so a report still
-lists every finding.
+One budget covers every file under `budget_root` (the output folder: every session's CSVs,
+evidence and reports): counted once at start, then this store's own writes as they happen and
+the session folder's other files (the recorder's CSVs, growing) re-read before each write.
+Room is made BEFORE a file is written, or the write is refused and counted. What gives way, in
+this order:
+  1. evidence images of ended episodes (any session), lowest risk first (an episode's highest
+     probability), then the oldest, an episode's least probable frame first;
+  2. the per-frame JSON records of ended episodes, in the same order;
+  3. images, then records, of the open episode, least probable first, never its most probable.
+Never removed, and written even when no room can be made (records, like a CSV row): episode.json,
+so every finding stays listed with what it lost. Only the records can carry the total over the
+budget: when the CSVs alone exceed it, the recorder says so (WARN) and every evidence write is
+refused (counted, WARN).
+Each frame costs O(log episodes) work and O(1) files, however full the budget.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -25,9 +36,10 @@ LEVELS = {1: 'suspicious', 2: 'refer'}
 # room kept for the summaries rewritten with each change (episode.json: a few hundred bytes,
 # briefly twice while replaced)
 SUMMARY_SLACK = 1024
+IMAGES, RECORDS = ('.cam.jpg', '.jpg'), ('.json',)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: kept in sets and heaps
 class Episode:
     folder: Path
     start_ns: int
@@ -47,14 +59,35 @@ class Episode:
 
 
 class FindingsStore:
-    def __init__(self, root: Path, max_bytes: int, frames_per_finding: int = 3):
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        frames_per_finding: int = 3,
+        budget_root: Path | None = None,
+        watch: Path | None = None,
+    ):
+        """Evidence in `root`; `max_bytes` bounds everything under `budget_root` (default:
+        root); the files directly in `watch` (the session folder) are re-read before writes."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.budget_root = Path(budget_root or root)
+        self.watch = Path(watch) if watch else None
         self.max_bytes = int(max_bytes)
         self.k = int(frames_per_finding)
         self.open: Episode | None = None
-        self.closed = [self._load(p) for p in sorted(self.root.glob('*/episode.json'))]
-        self.bytes = sum(p.stat().st_size for p in self.root.rglob('*') if p.is_file())
+        self.refused = self.refused_bytes = 0
+        self._queue: list = []  # (stage, risk, start, probability, seq, episode, stamp)
+        self._seq = itertools.count()
+        self._growth = 0
+        self.bytes = sum(f.stat().st_size for f in self.budget_root.rglob('*') if f.is_file())
+        self._watched = self._watched_sizes()
+        self._watched_at_tick = sum(self._watched.values())
+        folders = {self.root, *self.budget_root.glob('*/findings'), self.budget_root / 'findings'}
+        summaries = [p for f in folders for p in f.glob('*/episode.json')]
+        self.closed = [self._load(p) for p in sorted(summaries, key=lambda p: p.parent.name)]
+        for episode in self.closed:
+            self._enqueue(episode)
 
     @staticmethod
     def _load(path: Path) -> Episode:
@@ -77,7 +110,6 @@ class FindingsStore:
                 self.open.level = name
             self._write_summary(self.open)
             return self.open
-        self._bound(incoming=SUMMARY_SLACK)
         folder = self.root / f'{stamp_ns}-{name}'
         folder.mkdir(parents=True, exist_ok=True)
         self.open = Episode(folder, stamp_ns, name, text)
@@ -94,6 +126,7 @@ class FindingsStore:
             episode.end_ns = stamp_ns
             self._write_summary(episode)
             self.closed.append(episode)
+            self._enqueue(episode)
         return episode
 
     def offer(
@@ -116,15 +149,14 @@ class FindingsStore:
                 self._write_summary(episode)
                 return False
             self._remove_frame(episode, weakest)
-        episode.kept[stamp_ns] = probability
         files = {
             f'{stamp_ns}.json': json.dumps(record).encode(),
             f'{stamp_ns}.jpg': jpeg,
             f'{stamp_ns}.cam.jpg': cam_jpeg,
         }
         files = {name: data for name, data in files.items() if data is not None}
-        self._bound(incoming=sum(map(len, files.values())) + SUMMARY_SLACK)  # room first
-        if self.bytes + sum(map(len, files.values())) + SUMMARY_SLACK > self.max_bytes:
+        episode.kept[stamp_ns] = probability  # the most probable now: never evicted for itself
+        if not self._room(sum(map(len, files.values())) + SUMMARY_SLACK):
             files = {name: data for name, data in files.items() if name.endswith('.json')}
         for name, data in files.items():
             self._write(episode.folder / name, data)
@@ -142,10 +174,8 @@ class FindingsStore:
         """The image ('.jpg') or CAM overlay ('.cam.jpg') of a kept frame that arrives after the
         frame's Diagnosis; the frame's record then says it has its image."""
         episode = self.holding(stamp_ns)
-        if episode is None:
+        if episode is None or not self._write(episode.folder / f'{stamp_ns}{suffix}', jpeg):
             return False
-        self._bound(incoming=len(jpeg) + SUMMARY_SLACK)
-        self._write(episode.folder / f'{stamp_ns}{suffix}', jpeg)
         record = episode.folder / f'{stamp_ns}.json'
         if suffix == '.jpg' and record.is_file():
             self._write(
@@ -153,43 +183,105 @@ class FindingsStore:
             )
         return True
 
+    def tick(self) -> bool:
+        """Once a second (the node's timer): keep room for twice what the session folder's other
+        files (the recorder's CSVs) grew by since the last tick, so that they never carry the
+        total over the bound between two writes of this store. False: no room can be made."""
+        self._refresh()
+        watched = sum(self._watched.values())
+        self._growth = max(watched - self._watched_at_tick, 0)
+        self._watched_at_tick = watched
+        return self._room(self._growth)
+
+    def rescan(self) -> None:
+        """Count the budget again from disk (after sessions were removed by retention)."""
+        self.bytes = sum(f.stat().st_size for f in self.budget_root.rglob('*') if f.is_file())
+        self._watched = self._watched_sizes()
+        self.closed = [e for e in self.closed if e.folder.is_dir()]
+
     # -- disk ---------------------------------------------------------------------------------
-    def _write(self, path: Path, data: bytes) -> Path:
+    def _watched_sizes(self) -> dict[Path, int]:
+        if self.watch is None or not self.watch.is_dir():
+            return {}
+        return {p: p.stat().st_size for p in self.watch.iterdir() if p.is_file()}
+
+    def _refresh(self) -> None:
+        """Account the session folder's files that others write (the recorder's CSVs)."""
+        now = self._watched_sizes()
+        self.bytes += sum(now.values()) - sum(self._watched.get(p, 0) for p in now)
+        self.bytes -= sum(size for p, size in self._watched.items() if p not in now)
+        self._watched = now
+
+    def _write(self, path: Path, data: bytes) -> bool:
+        """Write after making room (the new file and its temporary copy), or refuse and count."""
+        if not self._room(len(data)):
+            self.refused += 1
+            self.refused_bytes += len(data)
+            return False
+        self._put(path, data)
+        return True
+
+    def _put(self, path: Path, data: bytes) -> None:
         old = path.stat().st_size if path.exists() else 0
         tmp = path.with_suffix(path.suffix + '.tmp')
         tmp.write_bytes(data)
         os.replace(tmp, path)
         self.bytes += len(data) - old
-        return path
 
-    def _delete(self, path: Path) -> None:
-        if path.exists():
-            self.bytes -= path.stat().st_size
-            path.unlink()
+    def _delete(self, path: Path) -> bool:
+        if not path.exists():
+            return False
+        self.bytes -= path.stat().st_size
+        path.unlink()
+        return True
 
     def _write_summary(self, episode: Episode) -> None:
-        self._write(episode.folder / 'episode.json', json.dumps(episode.summary()).encode())
+        """A finding's summary is a record, like a CSV row: room is made for it, and it is
+        written even when none can be (only then can the records exceed the budget)."""
+        data = json.dumps(episode.summary()).encode()
+        self._room(len(data))
+        self._put(episode.folder / 'episode.json', data)
 
     def _remove_frame(self, episode: Episode, stamp_ns: int) -> None:
-        for suffix in ('.jpg', '.cam.jpg', '.json'):
+        for suffix in (*IMAGES, *RECORDS):
             self._delete(episode.folder / f'{stamp_ns}{suffix}')
         episode.kept.pop(stamp_ns, None)
 
-    def _bound(self, incoming: int) -> None:
-        """Drop evidence images until `incoming` more bytes fit under the bound (see the
-        module's docstring): files are made room for BEFORE they are written."""
-        if self.bytes + incoming <= self.max_bytes:
-            return
-        ended = sorted(self.closed, key=lambda e: (e.max_probability, e.start_ns))
-        order = ended + ([self.open] if self.open is not None else [])
-        for episode in order:
-            for stamp in sorted(episode.kept, key=episode.kept.get):
-                images = [episode.folder / f'{stamp}{s}' for s in ('.cam.jpg', '.jpg')]
-                for image in images:
-                    if image.exists():
-                        self._delete(image)
-                        episode.dropped += 1
-                        if self.bytes + incoming <= self.max_bytes:
-                            self._write_summary(episode)
-                            return
-            self._write_summary(episode)
+    def _enqueue(self, episode: Episode) -> None:
+        for stage in (0, 1):
+            for stamp, p in episode.kept.items():
+                risk = (episode.max_probability, episode.start_ns, p)
+                heapq.heappush(self._queue, (stage, *risk, next(self._seq), episode, stamp))
+
+    def _evict(self, episode: Episode, stamp: int, suffixes: tuple[str, ...]) -> bool:
+        gone = [self._delete(episode.folder / f'{stamp}{s}') for s in suffixes]
+        if suffixes is RECORDS and any(gone):
+            episode.kept.pop(stamp, None)
+        episode.dropped += sum(gone) if suffixes is IMAGES else 0
+        return any(gone)
+
+    def _room(self, incoming: int) -> bool:
+        """Evict (see the module's docstring) until `incoming` more bytes fit under the bound.
+        Evicting keeps SUMMARY_SLACK free besides, for the summaries it then rewrites, and the
+        CSVs' growth of a second."""
+        self._refresh()
+        need = incoming + SUMMARY_SLACK + self._growth
+        changed = set()
+        while self.bytes + need > self.max_bytes and self._queue:
+            stage, *_, episode, stamp = heapq.heappop(self._queue)
+            if self._evict(episode, stamp, IMAGES if stage == 0 else RECORDS):
+                changed.add(episode)
+        episode = self.open
+        if self.bytes + need > self.max_bytes and episode is not None:
+            best = max(episode.kept, key=episode.kept.get, default=None)
+            weakest_first = sorted((s for s in episode.kept if s != best), key=episode.kept.get)
+            for suffixes in (IMAGES, RECORDS):
+                for stamp in weakest_first:
+                    if self.bytes + need <= self.max_bytes:
+                        break
+                    if self._evict(episode, stamp, suffixes):
+                        changed.add(episode)
+        for episode in changed:  # one at a time, within the slack kept free
+            if self.bytes + SUMMARY_SLACK <= self.max_bytes:
+                self._put(episode.folder / 'episode.json', json.dumps(episode.summary()).encode())
+        return self.bytes + incoming <= self.max_bytes

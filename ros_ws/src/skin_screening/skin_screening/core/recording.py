@@ -14,7 +14,6 @@ import csv
 import errno
 import json
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +64,10 @@ class RecordingError(RuntimeError):
     pass
 
 
-def new_run_dir(root: str | Path, name: str = 'session') -> Path:
-    stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')
-    path = Path(root) / f'{stamp}-{name}'
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+def _compact(value):
+    """Floats with 9 significant digits: every float32 of a message exactly (the shortest
+    round trip of a float64 took 17, a quarter of a diagnoses row)."""
+    return f'{value:.9g}' if isinstance(value, float) else value
 
 
 class CsvLog:
@@ -78,9 +76,12 @@ class CsvLog:
     ):
         self.path, self.fields = path, fields
         self.flush_every, self.min_free_mb = flush_every, min_free_mb
-        self._file = path.open('w', newline='')
+        # a node restarted within its session appends: nothing recorded is lost
+        fresh = not path.exists() or path.stat().st_size == 0
+        self._file = path.open('a', newline='')
         self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction='ignore')
-        self._writer.writeheader()
+        if fresh:
+            self._writer.writeheader()
         self._file.flush()
         self.rows = self._pending = 0
 
@@ -93,7 +94,7 @@ class CsvLog:
                 and shutil.disk_usage(self.path.parent).free < self.min_free_mb * 1e6
             ):
                 raise OSError(errno.ENOSPC, f'less than {self.min_free_mb} MB free')
-            self._writer.writerow(row)
+            self._writer.writerow({k: _compact(v) for k, v in row.items()})
             self.rows += 1
             self._pending += 1
             if self._pending >= self.flush_every:
@@ -106,6 +107,10 @@ class CsvLog:
                     f'({exc.strerror})'
                 ) from exc
             raise
+
+    def size(self) -> int:
+        """Bytes of the file, written or buffered."""
+        return self._file.tell() if self._file is not None else self.path.stat().st_size
 
     def flush(self) -> None:
         if self._file is not None:
@@ -157,6 +162,9 @@ class SessionRecorder:
         self._inferences: list[int] = []
         self._window_start: int | None = None
         self.power_source: str | None = None
+
+    def bytes(self) -> int:
+        return sum(log.size() for log in self.logs.values())
 
     def diagnosis(self, row: dict) -> None:
         self.logs['diagnoses'].append(row)

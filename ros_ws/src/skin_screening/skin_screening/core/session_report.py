@@ -1,7 +1,8 @@
 """One self-contained HTML file of a session for the wearer's clinician (ROS-free).
 
 A session is a recorder run folder (diagnoses.csv, alerts.csv, power.csv, energy.csv) and the
-findings node's evidence of the same time span (<run>/../findings/, core/findings.py). The page
+findings node's evidence of the same time span (<run>/findings/, core/findings.py; before
+<run>/../findings/). The page
 embeds every image (base64) and uses no script and no network: it opens offline on a phone.
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+# A card shows a frame 14em wide: 448 pixels covers it at twice a phone's CSS pixel density.
+THUMBNAIL_SIDE = 448
 RISK = {'refer': 1, 'suspicious': 2}  # REFER (the model does not know) first, then suspicious
 
 
@@ -40,7 +43,9 @@ def _img(data: bytes, mime: str, alt: str) -> str:
 def session_episodes(run_dir: Path, findings: Path | None = None) -> list[tuple[dict, Path]]:
     """(episode.json, folder) of the findings in this run's time span, riskiest first."""
     diagnoses = _rows(run_dir / 'diagnoses.csv')
-    root = findings or run_dir.parent / 'findings'
+    root = findings or run_dir / 'findings'
+    if not root.is_dir():  # sessions recorded before evidence moved into the session folder
+        root = run_dir.parent / 'findings'
     if not diagnoses or not root.is_dir():
         return []
     first, last = int(diagnoses[0]['stamp_ns']), int(diagnoses[-1]['stamp_ns'])
@@ -87,13 +92,29 @@ def timeline_png(diagnoses: list[dict], episodes: list[tuple[dict, Path]]) -> by
     return buf.getvalue()
 
 
+def thumbnail(path: Path, side: int = THUMBNAIL_SIDE, quality: int = 80) -> bytes:
+    """An evidence image at most `side` pixels on its longer side (what a card shows), JPEG."""
+    import cv2
+
+    data = path.read_bytes()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return data
+    scale = side / max(image.shape[:2])
+    if scale < 1:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok and len(buf) < len(data) else data
+
+
 def _card(i: int, episode: dict, folder: Path) -> str:
     frames = []
     for stamp in sorted(episode['kept'], key=episode['kept'].get, reverse=True):
         record_path = folder / f'{stamp}.json'
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         pictures = [
-            _img((folder / f'{stamp}{suffix}').read_bytes(), 'image/jpeg', f'{what} {stamp}')
+            _img(thumbnail(folder / f'{stamp}{suffix}'), 'image/jpeg', f'{what} {stamp}')
             for suffix, what in (('.jpg', 'frame'), ('.cam.jpg', 'CAM overlay'))
             if (folder / f'{stamp}{suffix}').is_file()
         ] or ['<p class="note">image dropped (disk bound) or not received</p>']

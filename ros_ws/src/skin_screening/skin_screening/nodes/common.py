@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..core.sessions import owner_only
+
 
 def message_type(name: str) -> type:
     """'skin_screening_msgs/msg/Diagnosis' (or 'pkg/Type') -> the rclpy message class."""
@@ -188,6 +190,7 @@ def run_node(factory: Callable[[], Any], args: Sequence[str] | None = None) -> N
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
+    owner_only()  # what the nodes write (skin photographs, their records): 0600 / 0700
     init_ros(args)
     node = None
     try:

@@ -22,6 +22,7 @@ from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 from ..core.findings import FindingsStore
 from ..core.frames import FrameError, message_to_rgb, stamp_to_ns
 from .common import alert_qos, descriptor, diagnostics, exit_with_replay, run_node
+from .session import open_session, session_parameters
 
 
 class Recent(OrderedDict):
@@ -46,9 +47,11 @@ class FindingsNode(Node):
             'output_dir',
             'data/runs',
             descriptor(
-                'Folder of the session; evidence goes to <output_dir>/findings/.', read_only=True
+                'Folder of the sessions; evidence goes to <output_dir>/<session>/findings/.',
+                read_only=True,
             ),
         )
+        session_parameters(self)
         p(
             'compressed',
             False,
@@ -57,11 +60,6 @@ class FindingsNode(Node):
                 'inference node with compressed:=true).',
                 read_only=True,
             ),
-        )
-        p(
-            'max_disk_mb',
-            200.0,
-            descriptor('Bound of the evidence on disk.', read_only=True, float_range=(0.1, 1e6)),
         )
         p(
             'frames_per_finding',
@@ -96,10 +94,13 @@ class FindingsNode(Node):
             ),
         )
         gp = self.get_parameter
+        self.session = open_session(self)
         self.store = FindingsStore(
-            f'{gp("output_dir").value}/findings',
-            int(gp('max_disk_mb').value * 1e6),
+            self.session.folder / 'findings',
+            self.session.max_bytes,
             gp('frames_per_finding').value,
+            budget_root=self.session.root,
+            watch=self.session.folder,
         )
         size = gp('buffer_frames').value
         self._frames, self._cams, self._diagnoses = Recent(size), Recent(size), Recent(size)
@@ -204,16 +205,26 @@ class FindingsNode(Node):
 
     def _report(self) -> None:
         store = self.store
+        room = store.tick()
+        if self.session.retention_due():
+            store.rescan()
         values = {
             'findings': len(store.closed) + (store.open is not None),
             'open': store.open.folder.name if store.open else '',
-            'disk_mb': f'{store.bytes / 1e6:.2f}',
-            'max_disk_mb': f'{store.max_bytes / 1e6:.2f}',
+            'disk_mb': f'{store.bytes / 1e6:.3f}',
+            'max_disk_mb': f'{store.max_bytes / 1e6:.3f}',
             'dropped_images': sum(e.dropped for e in store.closed),
+            'refused_writes': store.refused,
+            'refused_mb': f'{store.refused_bytes / 1e6:.3f}',
         }
-        self._diag.publish(
-            diagnostics(self, 'findings', DiagnosticStatus.OK, 'ok', 'findings', values)
-        )
+        level, message = DiagnosticStatus.OK, 'ok'
+        if store.refused or not room:
+            level = DiagnosticStatus.WARN
+            message = (
+                f'disk budget full ({store.bytes / 1e6:.2f} of {store.max_bytes / 1e6:.2f} MB): '
+                f'{store.refused} evidence writes refused'
+            )
+        self._diag.publish(diagnostics(self, 'findings', level, message, 'findings', values))
 
     def close(self) -> None:
         if self.store.open is not None:  # an episode still open at the end of the session

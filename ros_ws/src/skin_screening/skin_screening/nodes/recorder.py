@@ -15,7 +15,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
 from ..core.frames import stamp_to_ns
-from ..core.recording import RecordingError, SessionRecorder, new_run_dir
+from ..core.recording import RecordingError, SessionRecorder
 from .common import (
     alert_qos,
     descriptor,
@@ -23,6 +23,7 @@ from .common import (
     exit_with_replay,
     run_node,
 )
+from .session import open_session, session_parameters
 
 
 class RecorderNode(Node):
@@ -33,9 +34,9 @@ class RecorderNode(Node):
         p(
             'output_dir',
             'data/runs',
-            descriptor('Folder that receives one run directory per session.', read_only=True),
+            descriptor('Folder of the sessions: <output_dir>/<session>/.', read_only=True),
         )
-        p('run_name', 'session', descriptor('Suffix of the run directory name.', read_only=True))
+        session_parameters(self)
         p(
             'energy_window_s',
             10.0,
@@ -58,7 +59,15 @@ class RecorderNode(Node):
             ),
         )
         gp = self.get_parameter
-        self.run_dir = new_run_dir(gp('output_dir').value, gp('run_name').value)
+        self.session = open_session(self)
+        self.run_dir = self.session.folder
+        # CSVs of the other sessions (fixed while this one runs): with this session's, the
+        # budget's part that nothing may evict
+        self._other_csv = sum(
+            f.stat().st_size
+            for f in self.session.root.glob('*/*.csv')
+            if f.parent != self.run_dir and f.is_file()
+        )
         self._rec = SessionRecorder(
             self.run_dir,
             gp('energy_window_s').value,
@@ -136,18 +145,20 @@ class RecorderNode(Node):
         )
 
     def _report(self) -> None:
-        level = DiagnosticStatus.ERROR if self._failed else DiagnosticStatus.OK
-        rows = {name: log.rows for name, log in self._rec.logs.items()}
-        self._diag.publish(
-            diagnostics(
-                self,
-                'recorder',
-                level,
-                self._failed or f'recording to {self.run_dir}',
-                'disk',
-                {f'{k}_rows': v for k, v in rows.items()},
+        self.session.retention_due()
+        rows = {f'{k}_rows': log.rows for k, log in self._rec.logs.items()}
+        csv_bytes = self._other_csv + self._rec.bytes()
+        level, message = DiagnosticStatus.OK, f'recording to {self.run_dir}'
+        if csv_bytes > self.session.max_bytes:  # keeps recording: the evidence gives way
+            level = DiagnosticStatus.WARN
+            message = (
+                f'the CSVs alone ({csv_bytes / 1e6:.2f} MB) exceed the disk budget '
+                f'({self.session.max_bytes / 1e6:.2f} MB): still recording, no room for evidence'
             )
-        )
+        if self._failed:
+            level, message = DiagnosticStatus.ERROR, self._failed
+        values = rows | {'csv_mb': f'{csv_bytes / 1e6:.3f}'}
+        self._diag.publish(diagnostics(self, 'recorder', level, message, 'disk', values))
 
     def close(self) -> None:
         summary = self._rec.close()
