@@ -4,6 +4,7 @@
     uv run python benchmarks/findings.py soak      # 10,000 frames, an alert every 1.3 s: what
                                                    # the session writes never exceeds its budget
     uv run python benchmarks/findings.py store     # the store + recorder alone: cost per frame
+    uv run python benchmarks/findings.py report    # report.html of a 100-finding session
     uv run python benchmarks/findings.py latency   # the inference path with and without it
 
 Bags are dwell bags (core/dwell.py) of the embedded sample images: the camera stays 20 frames on
@@ -266,6 +267,48 @@ def store_cost(frames: int, bound_mb: float) -> dict:
     return result
 
 
+def report_size(lesions_n: int = 100) -> dict:
+    """report.html of a session with `lesions_n` findings of 3 camera-sized frames (600x450,
+    JPEG q90, with CAM overlays), built as result.py --session builds it."""
+    import cv2
+    from skin_screening.core.findings import FindingsStore
+    from skin_screening.core.recording import SessionRecorder
+    from skin_screening.core.session_report import build_report
+
+    frames = [cv2.resize(f.rgb, (600, 450)) for f in lesions()]
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 90]  # the findings node's default
+    jpegs = [cv2.imencode('.jpg', f[:, :, ::-1], quality)[1] for f in frames]
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Path(tmp)
+        rec = SessionRecorder(session)
+        store = FindingsStore(session / 'findings', 10**9, 3)
+        stamp = 1700 * 10**15
+        for lesion in range(lesions_n):
+            for i in range(40):  # 20 frames on a suspicious lesion, 20 on skin
+                stamp += 33_333_333
+                p = 0.9 - i / 100 if i < 20 else 0.05
+                row = {'stamp_ns': stamp, 'received_ns': stamp, 'probability': p}
+                rec.diagnosis(row | {'decision': int(p > 0.5), 'label': 'x', 'threshold': 0.5})
+                if i == 3:
+                    store.start(stamp, 1, 'raised')
+                if 3 <= i < 20:
+                    jpeg = jpegs[lesion % len(jpegs)].tobytes()
+                    store.offer(stamp, p, {'probability': p}, jpeg, jpeg)
+                if i == 20:
+                    store.end(stamp)
+        rec.close()
+        evidence = sum(f.stat().st_size for f in (session / 'findings').rglob('*.jpg'))
+        report = build_report(session)
+        result = {
+            'findings': lesions_n,
+            'evidence_images_mb': round(evidence / 1e6, 2),
+            'report_mb': round(report.stat().st_size / 1e6, 2),
+            'report_kb_per_finding': round(report.stat().st_size / 1e3 / lesions_n, 1),
+        }
+    print(json.dumps(result, indent=2))
+    return result
+
+
 def latency(frames: int) -> dict:
     """Replay latency (player publish -> recorder receipt, through the inference node) at the
     camera's 30 Hz, with and without the findings node, alternating 3 times each."""
@@ -310,7 +353,7 @@ def latency(frames: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('what', choices=['sample', 'soak', 'store', 'latency'])
+    parser.add_argument('what', choices=['sample', 'soak', 'store', 'report', 'latency'])
     parser.add_argument('--frames', type=int, default=None)
     parser.add_argument('--bound-mb', type=float, default=2.0)
     parser.add_argument(
@@ -326,6 +369,9 @@ def main() -> int:
     elif args.what == 'store':
         result = store_cost(args.frames or 10_000, args.bound_mb)
         (OUT / 'store.json').write_text(json.dumps(result, indent=2))
+    elif args.what == 'report':
+        result = report_size()
+        (OUT / 'report_size.json').write_text(json.dumps(result, indent=2))
     elif args.what == 'soak':
         result = soak(args.frames or 10_000, args.bound_mb, args.rate)
         name = 'soak.json' if args.rate else 'soak_max_rate.json'
