@@ -86,11 +86,18 @@ def model_with_variants(run_dir, model_dir, *precisions: str):
 
 
 def diagnose_frames(
-    model_dir, frames, env: dict, tmp_path, alerts: list | None = None, **params
+    model_dir,
+    frames,
+    env: dict,
+    tmp_path,
+    alerts: list | None = None,
+    gate: list | None = None,
+    **params,
 ) -> tuple[list, list]:
     """Run the inference node on `model_dir`, publish `frames` (stamps 1, 2, ... s; frames[0]
     also at stamp 0 first, to match) reliably and collect (every Diagnosis, the CAM images that
-    arrived); with `alerts`, also the Alerts (up to 3 s after the last Diagnosis)."""
+    arrived); with `alerts`, also the Alerts (up to 3 s after the last Diagnosis); with `gate`,
+    the latched gate/status messages."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from skin_screening.core.frames import rgb_to_fields
@@ -117,6 +124,11 @@ def diagnose_frames(
                 from skin_screening_msgs.msg import Alert
 
                 node.create_subscription(Alert, 'alert', alerts.append, reliable)
+            if gate is not None:
+                from diagnostic_msgs.msg import DiagnosticStatus
+                from skin_screening.nodes.common import alert_qos
+
+                node.create_subscription(DiagnosticStatus, 'gate/status', gate.append, alert_qos())
             pub = node.create_publisher(Image, 'image_raw', reliable)
             wait_for(lambda: pub.get_subscription_count() > 0, 60, 'the inference node')
             answered(node, pub, got, frames[0])  # (stamp 0: left out of what is returned)
@@ -128,7 +140,7 @@ def diagnose_frames(
                 60,
                 f'{len(frames)} diagnoses',
             )
-            if alerts is not None:
+            if alerts is not None or gate is not None:
                 time.sleep(3.0)  # published right after its Diagnosis: let it arrive
             if params.get('publish_cam'):
                 wait_for(

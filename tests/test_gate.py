@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
 from skin_screening.core.classifier import Classifier
 from skin_screening.core.gate import REASONS, GateError, load_gate
 from skin_screening.core.model_card import ModelCard
@@ -120,6 +121,22 @@ def test_the_node_says_unassessable_and_never_alerts_on_it(
     assert by_sec[1].unassessable_reason == 'too dark'
     assert all(by_sec[s].decision != Diagnosis.UNASSESSABLE for s in (7, 8, 9))
     assert [(a.level, a.header.stamp.sec, a.frames) for a in alerts] == [(Alert.SUSPICIOUS, 9, 3)]
+
+
+@pytest.mark.ros
+def test_a_camera_the_gate_rejects_is_said_on_a_latched_status(ros_env, tmp_path, ham_model):
+    """Across processes: frames the gate flags (dark ones here) turn the gate's latched status
+    WARN, then ERROR, naming the reason and what to do; a listener gets each change."""
+    from tests.nodes_helpers import diagnose_frames
+
+    dark = [gate_sets.synthetic_frames()[0]] * 30  # black: 'too dark'
+    statuses = []
+    got, _ = diagnose_frames(ham_model, dark, ros_env, tmp_path, gate=statuses)
+    assert len(got) == 30 and all(d.unassessable_reason == 'too dark' for d in got)
+    levels = [s.level for s in statuses]
+    # OK from the start (latched), ERROR once 15 frames are in, every one of them flagged
+    assert levels == [DiagnosticStatus.OK, DiagnosticStatus.ERROR], levels
+    assert "mostly 'too dark': more light on the skin" in statuses[-1].message
 
 
 def test_a_clinical_folder_without_labels_is_refused_before_any_work(ham_model, tmp_path):

@@ -99,7 +99,7 @@ class Classifier:
         start = time.perf_counter()
         embedding = out.get(EMBEDDING_OUTPUT)
         embedding = None if embedding is None else embedding[:: self.rule.views]
-        scores = scores.gated(self.gate.reasons(crops, embedding))
+        scores = scores.gated(self.gate.reasons(crops, embedding), self.rule.threshold)
         self.gate_ms = (time.perf_counter() - start) * 1000.0
         return scores
 

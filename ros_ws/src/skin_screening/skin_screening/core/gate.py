@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .postprocess import NOT_A_LESION
+
 EMBEDDING_OUTPUT = 'embedding'
-REASONS = ('too dark', 'overexposed', 'blurred', 'no skin colour', 'not a lesion image')
+REASONS = ('too dark', 'overexposed', 'blurred', 'no skin colour', NOT_A_LESION)
 
 
 def quality(crops: np.ndarray) -> dict[str, np.ndarray]:

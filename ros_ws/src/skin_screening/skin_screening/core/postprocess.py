@@ -23,6 +23,7 @@ import numpy as np
 from .preprocess import VIEW_COUNTS
 
 OTHER, SUSPICIOUS, REFER, UNASSESSABLE = 0, 1, 2, 3
+NOT_A_LESION = 'not a lesion image'  # the gate's one reason that is not about image quality
 LABELS = {OTHER: 'other', SUSPICIOUS: 'skin_cancer', REFER: 'refer', UNASSESSABLE: 'unassessable'}
 UNCERTAINTY_SCORES = ('entropy', 'epistemic', 'ambiguity')
 _EPS = 1e-7
@@ -79,12 +80,18 @@ class Scores:
     decision: np.ndarray
     reasons: tuple[str, ...] = ()  # per frame, '' = assessable (core/gate.py); () = no gate
 
-    def gated(self, reasons: list[str]) -> Scores:
+    def gated(self, reasons: list[str], threshold: float | None = None) -> Scores:
         """These scores with the gate's verdict: a frame with a reason is UNASSESSABLE (its
-        probability is kept, for the record, but it decides nothing)."""
+        probability is kept, for the record, but it decides nothing) - except a frame that is
+        readable but flagged only as NOT_A_LESION with its calibrated probability at or above
+        `threshold`: that is REFER (a clinician should look: it may be a lesion the gate does
+        not know, never treated like a black frame). Quality failures stay UNASSESSABLE."""
         flagged = np.array([bool(r) for r in reasons], bool)
-        decision = np.where(flagged, UNASSESSABLE, self.decision).astype(np.uint8)
-        return replace(self, decision=decision, reasons=tuple(reasons))
+        decision = np.where(flagged, UNASSESSABLE, self.decision)
+        if threshold is not None:
+            unknown = np.array([r == NOT_A_LESION for r in reasons], bool)
+            decision = np.where(unknown & (self.probability >= threshold), REFER, decision)
+        return replace(self, decision=decision.astype(np.uint8), reasons=tuple(reasons))
 
     def uncertainty(self, name: str) -> np.ndarray:
         if name not in UNCERTAINTY_SCORES:

@@ -153,7 +153,8 @@ STYLE = """body{font-family:sans-serif;margin:1em;max-width:60em}img{max-width:1
 .card{border:1px solid #ccc;border-radius:6px;padding:.5em 1em;margin:1em 0}
 .card.refer{border-left:6px solid #9467bd}.card.suspicious{border-left:6px solid #d62728}
 .frame{display:flex;flex-wrap:wrap;gap:.5em;align-items:flex-start;margin:.5em 0}
-.frame img{width:14em}th{text-align:left;padding-right:1em}.note{color:#888}"""
+.frame img{width:14em}th{text-align:left;padding-right:1em}.note{color:#888}
+.gate{border:2px solid #c60;padding:0 1em;margin-bottom:1em}"""
 
 
 def build_report(run_dir: Path, findings: Path | None = None, out: Path | None = None) -> Path:
@@ -200,12 +201,34 @@ def build_report(run_dir: Path, findings: Path | None = None, out: Path | None =
         '<p>No alert was raised in this session: no finding.</p>'
     )
     body = (
-        f'<table class="summary">{rows}</table>'
+        f'{gate_banner(diagnoses)}<table class="summary">{rows}</table>'
         f'{_img(timeline_png(diagnoses, episodes), "image/png", "timeline")}'
         f'<h2>Findings, riskiest first</h2>{cards}'
     )
     return _write(
         out or run_dir / 'report.html', _page(f'Skin screening session {summary["started"]}', body)
+    )
+
+
+def gate_banner(diagnoses: list[dict]) -> str:
+    """At the top: the share of frames the gate could not judge, by reason, and what the
+    wearer should do (an empty string when every frame was judged)."""
+    from .gate_health import ADVICE
+
+    reasons = Counter(d.get('unassessable_reason', '') for d in diagnoses)
+    reasons.pop('', None)
+    if not reasons:
+        return ''
+    flagged = sum(reasons.values())
+    items = ''.join(
+        f'<li>{html.escape(r)}: {n} frames ({n / len(diagnoses):.0%}): '
+        f'{html.escape(ADVICE.get(r, "retake"))}</li>'
+        for r, n in reasons.most_common()
+    )
+    return (
+        f'<div class="gate"><p><b>{flagged} of {len(diagnoses)} frames '
+        f'({flagged / len(diagnoses):.0%}) could not be judged</b>: the model says nothing about '
+        f'them (not "no finding").</p><ul>{items}</ul></div>'
     )
 
 

@@ -29,6 +29,7 @@ from ..core.classifier import Classifier
 from ..core.engines import EngineError
 from ..core.explain import overlay
 from ..core.frames import message_to_rgb, rgb_to_fields, stamp_to_ns
+from ..core.gate_health import GateHealth, GateStatus
 from ..core.model_card import ModelCardError
 from ..core.operating_points import CUSTOM
 from ..core.postprocess import (
@@ -83,6 +84,11 @@ class InferenceNode(Node):
         if gp('publish_cam').value:
             self._cam_pub = self.create_publisher(Image, 'diagnosis/cam', qos_profile_sensor_data)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # the gate's health over the recent frames (core/gate_health.py), latched for late joiners
+        self._gate_pub = self.create_publisher(DiagnosticStatus, 'gate/status', alert_qos())
+        self._gate = GateHealth()
+        self._gate_status: GateStatus = self._gate.status()
+        self._publish_gate()
         qos = qos_profile_sensor_data
         if gp('reliable').value:
             qos = QoSProfile(
@@ -283,6 +289,7 @@ class InferenceNode(Node):
         if self._cam_pub is not None:
             self._cam_pub.publish(cam)
         self._stats.processed(out.latency_ms, engine_ms, time.monotonic())
+        self._gate_health(out.unassessable_reason)
         if decision == UNASSESSABLE:  # no evidence either way: never an alert, never a clear
             self._stats.unassessable += 1
             return
@@ -300,6 +307,20 @@ class InferenceNode(Node):
                 )
             )
 
+    def _gate_health(self, reason: str) -> None:
+        """Count the frame in the gate's window; a change of level is said at once."""
+        status = self._gate.update(time.monotonic(), reason)
+        changed = status.level != self._gate_status.level
+        self._gate_status = status
+        if changed:
+            self._publish_gate()
+            self._publish_diagnostics()
+
+    def _publish_gate(self) -> None:
+        status = self._gate_status
+        level = bytes([status.level])
+        self._gate_pub.publish(DiagnosticStatus(level=level, name='gate', message=status.message))
+
     def _watch_matches(self) -> None:
         """Report at once when a diagnosis subscriber matches or leaves: a bag player waits for
         the recorder's subscription to be matched HERE before its first frame."""
@@ -316,6 +337,9 @@ class InferenceNode(Node):
         else:
             level, message = self._last_problem or (OK, 'running')
             self._last_problem = None
+        gate = self._gate_status
+        if gate.level and bytes([gate.level]) > level:  # never silently blind
+            level, message = bytes([gate.level]), gate.message
         self._matched = self._diagnosis_pub.get_subscription_count()
         values = {
             'model': clf.model_id,
@@ -325,6 +349,8 @@ class InferenceNode(Node):
             'operating_point': clf.operating_point,
             'threshold': f'{clf.rule.threshold:.4f}',
             'diagnosis_subscribers': self._matched,  # matched by this publisher, not the graph
+            'unassessable_share': f'{gate.share:.3f}',
+            'unassessable_reason': gate.dominant,
         } | stats.summary()
         self._diag_pub.publish(
             diagnostics(self, 'inference', level, message, clf.backend.value, values)
