@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import json
+import os
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -244,6 +245,10 @@ def _page(title: str, body: str) -> str:
 
 
 def _write(out: Path, page: str) -> Path:
+    """The page, owner-only whatever the umask: it embeds the skin photographs."""
     out = Path(out)
-    out.write_text(page)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+    with os.fdopen(fd, 'w') as f:
+        f.write(page)
     return out
