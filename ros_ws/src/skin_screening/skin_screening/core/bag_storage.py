@@ -23,6 +23,21 @@ from typing import Any
 STORAGE_SUFFIXES = ('.mcap', '.db3')
 
 
+GROUND_TRUTH = 'skin_screening_msgs/msg/GroundTruth'
+
+
+def typestore() -> Any:
+    """ROS 2 Humble types (wire-compatible with Jazzy/Kilted for these) + GroundTruth."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from ..bootstrap import msg_source_dir
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    text = (msg_source_dir() / 'msg' / 'GroundTruth.msg').read_text()
+    store.register(get_types_from_msg(text, GROUND_TRUTH))
+    return store
+
+
 class BagError(RuntimeError):
     """A bag that cannot be read or written (missing, corrupt, truncated, no image topic)."""
 
@@ -89,8 +104,6 @@ class Source:
 
     def _sqlite3(self) -> Iterator[RawMessage]:
         from rosbags.highlevel import AnyReader
-
-        from .bags import typestore
 
         reader = AnyReader([self.path], default_typestore=typestore())
         try:

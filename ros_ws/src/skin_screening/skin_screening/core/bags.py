@@ -18,31 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .bag_storage import BagError, Source, open_source, resolve
+from .bag_storage import GROUND_TRUTH, BagError, Source, open_source, resolve, typestore
 from .frames import rgb_to_fields, rgb_to_jpeg, stamp_to_ns
 
-__all__ = ['BagError', 'resolve']  # with the names defined below
+__all__ = ['GROUND_TRUTH', 'BagError', 'resolve', 'typestore']  # with the names defined below
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
-GROUND_TRUTH = 'skin_screening_msgs/msg/GroundTruth'
 STORAGES = ('mcap', 'sqlite3')
-
-
-def msg_dir() -> Path:
-    from ..bootstrap import msg_source_dir
-
-    return msg_source_dir() / 'msg'
-
-
-def typestore() -> Any:
-    """ROS 2 Humble types (wire-compatible with Jazzy/Kilted for these) + GroundTruth."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    text = (msg_dir() / 'GroundTruth.msg').read_text()
-    store.register(get_types_from_msg(text, GROUND_TRUTH))
-    return store
 
 
 @dataclass(frozen=True)
