@@ -33,6 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 from skin_screening.core.model_card import DEFAULT_MODEL  # noqa: E402
+from skin_screening.core.sessions import disk_bytes  # noqa: E402
 
 MODEL = REPO / DEFAULT_MODEL
 OUT = REPO / 'data' / 'benchmarks' / 'findings'
@@ -116,22 +117,10 @@ def sample() -> None:
         print(f'{REPO / "data/sessions/sample_report.png"} ({png.shape[1]}x{png.shape[0]})')
 
 
-def folder_bytes(root: Path) -> tuple[int, int]:
-    """(total, largest file) under root; files replaced or dropped while counted are skipped."""
-    total = largest = 0
-    for f in root.rglob('*'):
-        try:
-            size = f.stat().st_size if f.is_file() else 0
-        except FileNotFoundError:
-            continue
-        total, largest = total + size, max(largest, size)
-    return total, largest
-
-
 def session_bytes(out: Path) -> int:
     """Everything the nodes write for their sessions under `out` (session folders: CSVs and
     evidence; the replay harness's logs aside)."""
-    return sum(folder_bytes(m.parent)[0] for m in out.glob('*/session.json'))
+    return sum(disk_bytes(m.parent.rglob('*')) for m in out.glob('*/session.json'))
 
 
 def soak(frames: int, bound_mb: float, rate: float) -> dict:
@@ -239,7 +228,7 @@ def store_cost(frames: int, bound_mb: float) -> dict:
                 store.tick()
             cost.append(time.perf_counter() - t0)
             if i % 30 == 29:  # a second of the camera's: what is on disk
-                peak = max(peak, folder_bytes(root)[0])
+                peak = max(peak, disk_bytes(root.rglob('*')))
                 saturated = saturated or (i if store.bytes > 0.9 * store.max_bytes else None)
         rec.close()
         summaries = len(list(root.glob('session/findings/*/episode.json')))

@@ -8,6 +8,7 @@ from skin_screening.core.recording import SessionRecorder
 from skin_screening.core.sessions import (
     DAY_S,
     MARKER,
+    disk_bytes,
     expire_sessions,
     launch_name,
     session_dir,
@@ -39,6 +40,35 @@ def test_retention_removes_old_sessions_never_the_open_one_nor_other_folders(tmp
     (recent / 'alerts.csv').write_text('y\n')
     os.utime(recent / 'alerts.csv', (now, now))
     assert expire_sessions(tmp_path, 30, keep=current, now=now + 2 * DAY_S) == []
+
+
+def test_two_nodes_expiring_the_same_sessions_at_once_both_finish(tmp_path):
+    """The recorder and the findings node run retention at the same start."""
+    import threading
+
+    now = 1_800_000_000.0
+    for i in range(40):
+        folder = session_dir(tmp_path, 'r', f's{i}')
+        for j in range(20):
+            (folder / f'{j}.jpg').write_bytes(b'x' * 100)
+        _aged(folder, 60, now)
+    current = session_dir(tmp_path, 'r', 'current')
+    errors, removed = [], []
+
+    def expire():
+        try:
+            removed.append(expire_sessions(tmp_path, 30, keep=current, now=now))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=expire) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and [p.name for p in tmp_path.iterdir()] == ['current']
+    marker = current / MARKER
+    assert disk_bytes([tmp_path / 's0' / '0.jpg', marker]) == marker.stat().st_size  # gone: 0
 
 
 def test_the_nodes_of_one_launch_share_a_session_folder():

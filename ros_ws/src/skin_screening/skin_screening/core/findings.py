@@ -32,6 +32,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .sessions import disk_bytes
+
 LEVELS = {1: 'suspicious', 2: 'refer'}
 # room kept for the summaries rewritten with each change (episode.json: a few hundred bytes,
 # briefly twice while replaced)
@@ -80,7 +82,7 @@ class FindingsStore:
         self._queue: list = []  # (stage, risk, start, probability, seq, episode, stamp)
         self._seq = itertools.count()
         self._growth = 0
-        self.bytes = sum(f.stat().st_size for f in self.budget_root.rglob('*') if f.is_file())
+        self.bytes = disk_bytes(self.budget_root.rglob('*'))
         self._watched = self._watched_sizes()
         self._watched_at_tick = sum(self._watched.values())
         folders = {self.root, *self.budget_root.glob('*/findings'), self.budget_root / 'findings'}
@@ -195,7 +197,7 @@ class FindingsStore:
 
     def rescan(self) -> None:
         """Count the budget again from disk (after sessions were removed by retention)."""
-        self.bytes = sum(f.stat().st_size for f in self.budget_root.rglob('*') if f.is_file())
+        self.bytes = disk_bytes(self.budget_root.rglob('*'))
         self._watched = self._watched_sizes()
         self.closed = [e for e in self.closed if e.folder.is_dir()]
 
@@ -238,9 +240,13 @@ class FindingsStore:
     def _write_summary(self, episode: Episode) -> None:
         """A finding's summary is a record, like a CSV row: room is made for it, and it is
         written even when none can be (only then can the records exceed the budget)."""
-        data = json.dumps(episode.summary()).encode()
+        data = self._summary(episode)
         self._room(len(data))
         self._put(episode.folder / 'episode.json', data)
+
+    @staticmethod
+    def _summary(episode: Episode) -> bytes:
+        return json.dumps(episode.summary()).encode()
 
     def _remove_frame(self, episode: Episode, stamp_ns: int) -> None:
         for suffix in (*IMAGES, *RECORDS):
@@ -283,5 +289,5 @@ class FindingsStore:
                         changed.add(episode)
         for episode in changed:  # one at a time, within the slack kept free
             if self.bytes + SUMMARY_SLACK <= self.max_bytes:
-                self._put(episode.folder / 'episode.json', json.dumps(episode.summary()).encode())
+                self._put(episode.folder / 'episode.json', self._summary(episode))
         return self.bytes + incoming <= self.max_bytes

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -75,10 +77,26 @@ def session_dir(output_dir: str | Path, run_name: str, session: str = '') -> Pat
     return folder
 
 
+def _stats(paths: Iterable[Path]) -> Iterator[os.stat_result]:
+    """The stat of each path that is a file, skipping those removed meanwhile (the recorder and
+    the findings node both run retention, at the same start)."""
+    for path in paths:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield st
+
+
+def disk_bytes(paths: Iterable[Path]) -> int:
+    """Bytes of the files among `paths` (e.g. root.rglob('*')), files removed meanwhile aside."""
+    return sum(st.st_size for st in _stats(paths))
+
+
 def last_write(folder: Path) -> float:
     """The newest modification time of anything in the folder."""
-    times = [p.stat().st_mtime for p in folder.rglob('*')]
-    return max([folder.stat().st_mtime, *times])
+    return max([folder.stat().st_mtime, *(st.st_mtime for st in _stats(folder.rglob('*')))])
 
 
 def expire_sessions(
@@ -95,7 +113,15 @@ def expire_sessions(
             continue
         if folder.resolve() == Path(keep).resolve():
             continue
-        if now - last_write(folder) > days * DAY_S:
-            shutil.rmtree(folder)
+        try:
+            expired = now - last_write(folder) > days * DAY_S
+        except FileNotFoundError:  # removed meanwhile by the other node
+            continue
+        if expired:
+            while folder.exists():  # the other node may remove parts of it at the same time
+                try:
+                    shutil.rmtree(folder)
+                except FileNotFoundError:
+                    continue
             removed.append(folder)
     return removed

@@ -16,6 +16,7 @@ from skin_screening_msgs.msg import Alert, Diagnosis, PowerSample
 
 from ..core.frames import stamp_to_ns
 from ..core.recording import RecordingError, SessionRecorder
+from ..core.sessions import disk_bytes
 from .common import (
     alert_qos,
     descriptor,
@@ -61,13 +62,7 @@ class RecorderNode(Node):
         gp = self.get_parameter
         self.session = open_session(self)
         self.run_dir = self.session.folder
-        # CSVs of the other sessions (fixed while this one runs): with this session's, the
-        # budget's part that nothing may evict
-        self._other_csv = sum(
-            f.stat().st_size
-            for f in self.session.root.glob('*/*.csv')
-            if f.parent != self.run_dir and f.is_file()
-        )
+        self._other_csv = self._other_sessions_csv()
         self._rec = SessionRecorder(
             self.run_dir,
             gp('energy_window_s').value,
@@ -144,8 +139,15 @@ class RecorderNode(Node):
             )
         )
 
+    def _other_sessions_csv(self) -> int:
+        """Bytes of the other sessions' CSVs (fixed while this one runs, until retention removes
+        some): with this session's, the budget's part that nothing may evict."""
+        others = self.session.root.glob('*/*.csv')
+        return disk_bytes(f for f in others if f.parent != self.run_dir)
+
     def _report(self) -> None:
-        self.session.retention_due()
+        if self.session.retention_due():
+            self._other_csv = self._other_sessions_csv()
         rows = {f'{k}_rows': log.rows for k, log in self._rec.logs.items()}
         csv_bytes = self._other_csv + self._rec.bytes()
         level, message = DiagnosticStatus.OK, f'recording to {self.run_dir}'

@@ -57,17 +57,19 @@ class Session:
     retention_days: float
     _last: float = field(default=-RETENTION_PERIOD_S)
 
-    def retention_due(self, now: float | None = None) -> bool:
-        """Remove expired sessions if an hour has passed since the last time; True if it ran."""
+    def retention_due(self, now: float | None = None) -> list[Path]:
+        """Remove expired sessions if an hour has passed since the last time; returns those
+        removed (what counted the disk counts again only then)."""
         now = time.monotonic() if now is None else now
         if now - self._last < RETENTION_PERIOD_S:
-            return False
+            return []
         self._last = now
-        for gone in expire_sessions(self.root, self.retention_days, keep=self.folder):
+        removed = expire_sessions(self.root, self.retention_days, keep=self.folder)
+        for gone in removed:
             self.node.get_logger().info(
                 f'retention: removed session {gone.name} (older than {self.retention_days:g} days)'
             )
-        return True
+        return removed
 
 
 def open_session(node: Node) -> Session:
