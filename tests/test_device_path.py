@@ -66,14 +66,17 @@ def tree(root: Path, skip: tuple[str, ...] = ()) -> set[str]:
     }
 
 
-def colcon(venv: Path, cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """`colcon [global args] build [args]`: everything before 'build' in `args` is global."""
+def colcon(
+    venv: Path, cwd: Path, *args: str, underlay: Path | None = None
+) -> tuple[subprocess.CompletedProcess, float]:
+    """`colcon [global args] build [args]`: everything before 'build' in `args` is global;
+    `underlay`: an install folder sourced first."""
     args = args if 'build' in args else ('build', *args)
     start = time.monotonic()
     done = subprocess.run(
         [str(venv / 'bin' / 'colcon'), *args],
         cwd=cwd,
-        env=activated(venv, dict(os.environ)),
+        env=activated(venv, dict(os.environ), *([underlay] if underlay else [])),
         capture_output=True,
         text=True,
         timeout=600,
@@ -117,7 +120,9 @@ def test_colcon_build_installs_a_working_package(installed):
     check_install(installed)
 
 
-def test_symlink_install_from_other_bases_writes_nothing_outside_them(tmp_path):
+def test_symlink_install_from_other_bases_writes_nothing_outside_them(installed, tmp_path):
+    """The nodes' package (the one with symlinked data and launch files) over the message
+    package of `installed` as its underlay: that CMake build is the `installed` one's (30 s)."""
     venv = _env('rolling')
     copy = checkout_copy(tmp_path / 'clone')
     before = tree(copy)
@@ -129,7 +134,10 @@ def test_symlink_install_from_other_bases_writes_nothing_outside_them(tmp_path):
         str(tmp_path / 'log'),
         'build',
         '--symlink-install',
+        '--packages-select',
+        'skin_screening',
         *bases,
+        underlay=installed,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f'colcon build --symlink-install: {seconds:.1f} s')
