@@ -132,7 +132,7 @@ def test_a_joint_run_reports_and_calibrates_each_domain(joint_run):
     assert set(domain_points(ops, 'clinical')) == {f'clinical-{k}' for k in kinds}
     assert set(domain_points(ops, 'dermoscopic')) == set(kinds)
     # the clinical points recomputed here from the run's own pooled out-of-fold predictions
-    y, p, _, domains, mel = pooled_oof(joint_run, [joint_run])
+    y, p, _, domains, mel, _, _ = pooled_oof(joint_run, [joint_run])
     clinical = domains == 'clinical'
     expected = brute_force_points(y[clinical], p[clinical], mel[clinical])
     for kind in kinds:

@@ -28,42 +28,70 @@ def _aucs(run):
 
 
 @pytest.mark.slow
-def test_a_mix_at_zero_is_run_a_and_the_chosen_mix_is_recorded(ham, two_runs):
+def test_a_mix_at_zero_is_run_a_and_the_checker_catches_a_mix_chosen_on_test_folds(
+    ham, two_runs, monkeypatch
+):
+    """l = 0 reproduces run A; that run's l is chosen (deliberately broken here) on every
+    fold's inner validation pooled, as the mix once was: the checker names the mix, for each
+    fold, and nothing else."""
+    import training.mix
+    from training.choosing import violations
+    from training.data import fold_fit_val
+
+    def pooled(data, fold, k, cfg):
+        fraction = cfg.split.inner_val_fraction
+        parts = [fold_fit_val(data, fold, j, fraction, cfg.seed)[1] for j in np.unique(fold)]
+        return np.unique(np.concatenate(parts))
+
     out, a, b = two_runs
+    assert violations(a) == []  # the folds' own validation chose each fold's stopping point
+    monkeypatch.setattr(training.mix, 'choosing_images', pooled)
     only_a = small_training(
         ham, out, *SMALL, 'name=m0', f'train.mix_runs=[{a}, {b}]', 'train.mix_lambdas=[0]'
     )
     assert _aucs(only_a) == pytest.approx(_aucs(a), abs=1e-6)
     assert _aucs(a) != pytest.approx(_aucs(b), abs=1e-6)  # the two runs differ
+    found = violations(only_a)
+    assert [line.split(' (')[0] for line in found] == ['mix', 'mix'], found
+    assert {line.split(': ')[0].rsplit(' ', 1)[1] for line in found} == {'0', '1'}
+
+
+@pytest.mark.slow
+def test_each_folds_mix_follows_the_rule_on_its_own_validation(ham, two_runs):
+    from training.choosing import records, violations
+
+    out, a, b = two_runs
     mixed = small_training(
-        ham,
-        out,
-        *SMALL,
-        'name=mx',
-        f'train.mix_runs=[{a}, {b}]',
-        'train.mix_lambdas=[0, 0.5, 1]',
+        ham, out, *SMALL, 'name=mx', f'train.mix_runs=[{a}, {b}]', 'train.mix_lambdas=[0, 0.5, 1]'
     )
     report = _metrics(mixed)['mix']
-    lam = report['lambda']
-    assert set(report['validation_roc_auc']) == {'0.0', '0.5', '1.0'}
     assert [s['config']['name'] for s in report['sources']] == ['a', 'b']  # provenance
     assert set(report['sources'][0]['sha256']) == {'fold0.top.weights.h5', 'fold1.top.weights.h5'}
-    table = {float(k): v for k, v in report['validation_roc_auc'].items()}
-    assert lam == shipped_rule(table, 'dermoscopic', 0.005)  # the default tolerance
+    for k, lam in report['lambda_per_fold'].items():
+        table = {float(x): v for x, v in report['validation_roc_auc'][k].items()}
+        assert set(table) == {0.0, 0.5, 1.0}
+        tolerance = {float(x): t for x, t in report['tolerance_per_fold'][k].items()}
+        assert tolerance[0.0] == 0 and all(t > 0 for x, t in tolerance.items() if x)
+        assert lam == shipped_rule(table, 'dermoscopic', tolerance)
+    assert report['lambda'] == report['lambda_per_fold']['0']  # the release model's
+    assert violations(mixed) == []
+    chose = {r['stage']: r['folds'] for r in records(mixed)}
+    assert chose['mix'] == chose['fold-validation']  # l chosen where each fold stopped
     weights = [_h5_arrays(run / 'fold0.top.weights.h5') for run in (a, b, mixed)]
     assert len(weights[0]) > 10 and all(len(w) == len(weights[0]) for w in weights)
+    lam = report['lambda']
     for wa, wb, wm in zip(*weights):
         assert np.allclose(wm, (1 - lam) * wa + lam * wb, atol=1e-6)
 
 
-def shipped_rule(table: dict[float, dict[str, float]], reference: str, tolerance: float):
+def shipped_rule(table: dict[float, dict[str, float]], reference: str, tolerance: dict):
     """The rule written out here: among the l whose `reference` validation ROC-AUC is at most
-    `tolerance` below l = 0's, the best mean over domains; the smaller l on a tie."""
-    floor = table[0.0][reference] - tolerance
+    tolerance[l] below l = 0's, the best mean over domains; the smaller l on a tie."""
     best = None
     for lam in sorted(table):
         mean = sum(table[lam].values()) / len(table[lam])
-        if table[lam][reference] >= floor and (best is None or mean > best[1]):
+        allowed = table[lam][reference] >= table[0.0][reference] - tolerance[lam]
+        if allowed and (best is None or mean > best[1]):
             best = (lam, mean)
     return best[0]
 
@@ -74,14 +102,37 @@ def shipped_rule(table: dict[float, dict[str, float]], reference: str, tolerance
 )
 def test_the_mix_weight_follows_the_shipped_rule(clinical_at_1, tolerance, expected):
     """choose() on a table where the dermoscopic guard matters (l = 1 loses 0.02 of it): the
-    guard keeps l <= 0.5 at the shipped tolerance; ties go to the smaller l."""
+    guard keeps l <= 0.5 at a tolerance of 0.005; ties go to the smaller l."""
     from training.mix import Mix, choose
 
     aucs = {0.0: (0.90, 0.80), 0.5: (0.897, 0.88), 1.0: (0.88, clinical_at_1)}
-    table = {lam: {'val': [{'dermoscopic': d, 'clinical': c}] * 2} for lam, (d, c) in aucs.items()}
-    got = choose(Mix(['a', 'b'], {}, table), 'dermoscopic', tolerance)
+    table = {lam: {'val': {3: {'dermoscopic': d, 'clinical': c}}} for lam, (d, c) in aucs.items()}
+    tolerances = {lam: tolerance * bool(lam) for lam in aucs}
+    got = choose(Mix(['a', 'b'], {}, table, tolerance={3: tolerances}), 'dermoscopic', 3)
     flat = {lam: {'dermoscopic': d, 'clinical': c} for lam, (d, c) in aucs.items()}
-    assert got == expected == shipped_rule(flat, 'dermoscopic', tolerance)
+    assert got == expected == shipped_rule(flat, 'dermoscopic', tolerances)
+
+
+def test_the_tolerance_is_the_bootstrap_se_of_the_paired_difference():
+    """Two scores equal but for noise on 400 images: the SE is what resampling says (about
+    the spread of the difference over independent draws), and 0 for identical scores."""
+    from sklearn.metrics import roc_auc_score
+
+    from training.mix import paired_se, rank_auc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    base = y + rng.normal(0, 1, 400)
+    assert rank_auc(y, base) == pytest.approx(roc_auc_score(y, base))
+    assert paired_se(y, base, base, seed=0) == 0
+    other = base + rng.normal(0, 0.5, 400)
+    diffs = []
+    for seed in range(60):
+        draw = np.random.default_rng(seed + 1)
+        y2 = draw.integers(0, 2, 400)
+        b2 = y2 + draw.normal(0, 1, 400)
+        diffs.append(rank_auc(y2, b2 + draw.normal(0, 0.5, 400)) - rank_auc(y2, b2))
+    assert paired_se(y, base, other, seed=0) == pytest.approx(np.std(diffs), rel=0.5)
 
 
 def _h5_arrays(path):

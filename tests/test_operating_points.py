@@ -55,11 +55,38 @@ def test_the_points_follow_their_rules_computed_independently(seed, mel_shift):
     assert points['melanoma']['pooled_oof']['melanoma_recall'] == pytest.approx(
         np.mean(p[mel] >= expected['melanoma'])
     )
-    for row in points['screening']['folds']:
-        m = fold == row['fold']
-        assert row['own_threshold'] == pytest.approx(
-            brute_force_points(y[m], p[m], mel[m])['screening']
-        )
+    for name in expected:
+        for row in points[name]['folds']:
+            m = fold == row['fold']
+            own, nested = (
+                brute_force_points(y[m], p[m], mel[m]),
+                brute_force_points(y[~m], p[~m], mel[~m]),
+            )
+            assert row['own_threshold'] == pytest.approx(own[name])
+            assert row['threshold'] == pytest.approx(nested[name])  # chosen without the fold
+            assert row['recall'] == pytest.approx(np.mean(p[m & (y == 1)] >= nested[name]))
+
+
+def test_threshold_intervals_resample_whole_lesions():
+    """The same 100 images, each seen 4 times: resampling lesions (the unit) gives the interval
+    of 100 independent images, wider than treating the 400 views as independent; the chosen
+    threshold and its recall lie inside their intervals."""
+    from training.operating_points import choose_points
+
+    rng = np.random.default_rng(3)
+    y0 = rng.integers(0, 2, 100)
+    p0 = np.clip(0.3 * y0 + rng.uniform(0, 0.7, 100), 0, 1)
+    y, p, lesion = np.repeat(y0, 4), np.repeat(p0, 4), np.repeat(np.arange(100), 4)
+    fold = lesion % 5
+    grouped = choose_points(y, p, fold, 'dermoscopic', groups=lesion)['screening']
+    naive = choose_points(y, p, fold, 'dermoscopic')['screening']
+    width = {k: np.diff(v['interval']['threshold'])[0] for k, v in (('g', grouped), ('n', naive))}
+    assert width['g'] > 1.3 * width['n'], width
+    lo, hi = grouped['interval']['threshold']
+    assert lo <= grouped['threshold'] <= hi
+    lo, hi = grouped['interval']['recall']
+    assert lo <= grouped['pooled_oof']['recall'] <= hi
+    assert grouped['interval']['resamples'] >= 490
 
 
 def test_each_variant_runs_with_its_own_calibration_at_the_chosen_point(ham_model):

@@ -120,6 +120,23 @@ def test_heldout_lesions_are_not_in_training_folds(small_run, ham):
     assert held and trained and not held & trained
 
 
+def test_each_fold_model_chose_on_its_own_training_folds(small_run):
+    """The run's record of what chose each fold's stopping point, calibration, threshold and
+    referral bound: the checker finds no image of a fold among its choosers; both folds have
+    choosers, and each fold's are in the other fold."""
+    import csv
+
+    from training.choosing import records, violations
+
+    assert violations(small_run) == []
+    (body,) = [r for r in records(small_run) if r['stage'] == 'fold-validation']
+    with (small_run / 'split.csv').open() as f:
+        fold = {Path(r['path']).stem: r['fold'] for r in csv.DictReader(f)}
+    assert sorted(body['folds']) == ['0', '1']
+    for k, ids in body['folds'].items():
+        assert len(ids) > 10 and {fold[i] for i in ids} == {str(1 - int(k))}
+
+
 @pytest.mark.slow
 def test_export_refuses_a_model_that_does_not_match_keras(tmp_path, ham):
     from training.config import ModelConfig

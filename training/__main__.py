@@ -1,4 +1,5 @@
-"""python -m training {train,release,variants,operating-points,gate,evaluate,domain-cv,cam} ...
+"""python -m training {train,release,variants,operating-points,gate,evaluate,domain-cv,cam,
+                    check-choices} ...
 
 (see --help of each).
 """
@@ -41,10 +42,30 @@ def _operating_points(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gate(args: argparse.Namespace) -> int:
-    from .gate import fit_and_judge
+def _check_choices(args: argparse.Namespace) -> int:
+    from .choosing import summary, violations
 
-    fit_and_judge(args.model_dir, args.clinical)
+    found = violations(args.folder)
+    for line in found:
+        print(f'violation: {line}')
+    if not found:
+        counted = {stage: sum(folds.values()) for stage, folds in summary(args.folder).items()}
+        print(f'{args.folder}: no test-fold image chose anything ({counted} ids checked)')
+    return 1 if found else 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    """Without --camera-bag: fit the gate. With it: add the camera to the model's gate (fitted
+    first where there is none yet, or where --clinical asks for a refit)."""
+    from skin_screening.core.model_card import ModelCard
+
+    from .gate import fit_and_judge
+    from .gate_camera import fit_camera
+
+    if args.camera_bag is None or args.clinical or not ModelCard.load(args.model_dir).gate:
+        fit_and_judge(args.model_dir, args.clinical)
+    if args.camera_bag is not None:
+        fit_camera(args.model_dir, args.camera_bag, args.topic)
     return 0
 
 
@@ -172,6 +193,15 @@ def parser() -> argparse.ArgumentParser:
         help='clinical photographs (labels.csv with image, patient_id), e.g. '
         '../shared/datasets/pad_ufes_20: a second reference domain, split by patient',
     )
+    gate.add_argument(
+        '--camera-bag',
+        default=None,
+        help="a bag the wearer's camera recorded over skin (a session's recording serves): its "
+        'frames become a reference domain of their own (training/gate_camera.py)',
+    )
+    gate.add_argument(
+        '--topic', default=None, help='image topic of --camera-bag (default: its one)'
+    )
     gate.set_defaults(func=_gate)
     dcv = sub.add_parser('domain-cv', help='per-domain CV figures of a run (+ INT8 per fold)')
     dcv.add_argument('run', help='training run folder (fold_logits.npz, per-domain calibration)')
@@ -197,6 +227,11 @@ def parser() -> argparse.ArgumentParser:
     cam.add_argument('--precision', default='fp32', choices=precisions)
     cam.add_argument('--out', default=None, help='overlay folder (default: data/cam/MODEL_NAME)')
     cam.set_defaults(func=_cam)
+    check = sub.add_parser(
+        'check-choices', help='no image of a fold chose anything its figures use (choosing/)'
+    )
+    check.add_argument('folder', help='a training run or model folder (split.csv, choosing/)')
+    check.set_defaults(func=_check_choices)
     return root
 
 

@@ -89,7 +89,7 @@ class TrainConfig:
     # `mix_tolerance` below l = 0's.
     mix_runs: list[str] = field(default_factory=list)
     mix_lambdas: list[float] = field(default_factory=lambda: [0, 0.25, 0.4, 0.5, 0.6, 0.75, 1])
-    mix_tolerance: float = 0.005
+    mix_tolerance: float | None = None  # None: the bootstrap SE on the fold's validation
     batch_size: int = 64
     head_epochs: int = 8
     head_lr: float = 1e-3

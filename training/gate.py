@@ -4,14 +4,18 @@
 
 1. The engines get an 'embedding' output (pooled cut-layer activations) if they lack it: added to
    model.fp32.onnx (logits checked unchanged) and the variants rebuilt from it.
-2. Per variant file, through its own engine: reference domains fitted on training images only
-   (HAM10000 training folds; clinical photographs of some patients), each domain's distance bound
-   = the 99th percentile of ITS validation images (the release model's inner validation; other
-   patients). Quality limits from the 0.25th / 99.75th percentiles of the validation images.
-3. Judged on images no limit was chosen on: the held-out fold, clinical photographs of patients
-   kept out of fitting and bounds, full-resolution dermoscopy, and non-lesion images
-   (training/gate_sets.py). Clinical patients are split in 5 folds: every fold is judged by a
-   gate fitted without it (figures pooled, with their spread); the shipped gate is fold 0's.
+2. Per variant file, through its own engine: reference domains fitted on the release model's
+   training images only (HAM10000 training folds; the clinical photographs of its training
+   folds, where its split has them), each domain's distance bound = the 99th percentile of ITS
+   validation images (the release model's inner validation). Quality limits from the
+   0.25th / 99.75th percentiles of the validation images. No held-out image chooses anything
+   (training/choosing.py records the ids: choosing/gate.json).
+3. Judged on images no limit was chosen on: the held-out fold (both domains), full-resolution
+   dermoscopy and non-lesion images (training/gate_sets.py). Clinical photographs that the
+   model's split does not hold (a model trained without them) are split in 5 patient folds
+   instead: every fold is judged by a gate fitted without it (figures pooled, with their
+   spread); the shipped gate is fold 0's.
+4. `--camera-bag`: the wearer's own camera as a third domain (training/gate_camera.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from skin_screening.core.precision import Precision
 from skin_screening.core.preprocess import crops_batch
 
 from . import gate_sets
+from .choosing import record
 from .data import DataError, release_validation, split_set
 from .graph import add_embedding_output
 from .variants import open_variant
@@ -107,20 +112,50 @@ def patient_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def fit_gate(parts: dict, clinical_fold: np.ndarray | None, k: int) -> Gate:
-    """The gate fitted with clinical fold k held out (fold k+1 sets the clinical bound)."""
+def fold_roles(clinical_fold: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Clinical patient folds of an external set: fold k judged, fold k+1 sets the bound, the
+    rest fit the reference."""
+    bound_fold = (k + 1) % CLINICAL_FOLDS
+    fit = (clinical_fold != k) & (clinical_fold != bound_fold)
+    return {'fit': np.nonzero(fit)[0], 'bound': np.nonzero(clinical_fold == bound_fold)[0]}
+
+
+def split_roles(model_dir: Path, paths: list[Path]) -> dict[str, np.ndarray] | None:
+    """Where the model's own split holds these clinical photographs: the release model's
+    training folds fit the reference, its inner validation sets the bound and the held-out
+    fold is judged (photos outside the split: in no role). None when the split has none."""
+    data, fold = split_set(model_dir)
+    where = {Path(p).stem: int(k) for p, k in zip(data.paths, fold)}
+    if not any(Path(p).stem in where for p in paths):
+        return None
+    held = int(ModelCard.load(model_dir).data.get('heldout_fold', 0))
+    validation = set(release_validation(model_dir).ids)
+    stems = [Path(p).stem for p in paths]
+    role = np.array(
+        [
+            'none' if s not in where
+            else 'judged' if where[s] == held
+            else 'bound' if s in validation
+            else 'fit'
+            for s in stems
+        ]
+    )  # fmt: skip
+    return {name: np.nonzero(role == name)[0] for name in ('fit', 'bound', 'judged')}
+
+
+def fit_gate(parts: dict, clinical_roles: dict[str, np.ndarray] | None) -> Gate:
+    """The gate: the dermoscopy reference and bound, and with `clinical_roles` a clinical one
+    (its 'fit' images the reference, its 'bound' images the bound)."""
     references, val_crops = [], [parts['val']['crops']]
     ham = Reference.fit('dermoscopy', parts['reference']['emb'])
     bound = np.quantile(ham.distance(parts['val']['emb']), BOUND_QUANTILE)
     references.append(Reference(ham.domain, ham.mean, ham.precision, float(bound)))
-    if clinical_fold is not None:
-        bound_fold = (k + 1) % CLINICAL_FOLDS
-        fit = (clinical_fold != k) & (clinical_fold != bound_fold)
-        own = Reference.fit('clinical', parts['clinical']['emb'][fit])
-        held = parts['clinical']['emb'][clinical_fold == bound_fold]
-        bound = np.quantile(own.distance(held), BOUND_QUANTILE)
+    if clinical_roles is not None:
+        emb, crops = parts['clinical']['emb'], parts['clinical']['crops']
+        own = Reference.fit('clinical', emb[clinical_roles['fit']])
+        bound = np.quantile(own.distance(emb[clinical_roles['bound']]), BOUND_QUANTILE)
         references.append(Reference(own.domain, own.mean, own.precision, float(bound)))
-        val_crops.append(parts['clinical']['crops'][clinical_fold == bound_fold])
+        val_crops.append(crops[clinical_roles['bound']])
     q = quality(np.concatenate(val_crops))
     low, high = QUALITY_QUANTILE, 1 - QUALITY_QUANTILE
     return Gate(
@@ -143,19 +178,30 @@ def judged(gate: Gate, crops: np.ndarray, emb: np.ndarray) -> dict:
     }
 
 
-def collect(model_dir: Path, clinical: Path | None, seed: int) -> dict:
-    """Crops of every set (engine-independent), by name."""
+def dermoscopy_choosers(model_dir: Path, seed: int):
+    """-> (split images, fold per image, reference image indices, validation images) of the
+    primary domain: up to REFERENCE_IMAGES of the release model's training folds outside its
+    inner validation (seeded), and that validation."""
     card = ModelCard.load(model_dir)
-    spec = card.preprocessing
     data, fold = split_set(model_dir)
     held = int(card.data.get('heldout_fold', 0))
-    primary = data.domains == data.domain_names[0]  # dermoscopy; clinical: --clinical's folds
+    primary = data.domains == data.domain_names[0]
     val = release_validation(model_dir)
     val = val.subset(np.nonzero(val.domains == data.domain_names[0])[0])
     validation = set(val.ids)
     pool = [i for i in np.nonzero((fold != held) & primary)[0] if data.ids[i] not in validation]
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(pool, min(REFERENCE_IMAGES, len(pool)), replace=False))
+    return data, fold, pick, val
+
+
+def collect(model_dir: Path, clinical: Path | None, seed: int) -> dict:
+    """Crops of every set (engine-independent), by name."""
+    card = ModelCard.load(model_dir)
+    spec = card.preprocessing
+    held = int(card.data.get('heldout_fold', 0))
+    data, fold, pick, val = dermoscopy_choosers(model_dir, seed)
+    primary = data.domains == data.domain_names[0]  # dermoscopy; clinical: --clinical's folds
     sets = {
         'reference': gate_sets.load_crops([data.paths[i] for i in pick], spec),
         'val': gate_sets.load_crops(val.paths, spec),
@@ -163,21 +209,38 @@ def collect(model_dir: Path, clinical: Path | None, seed: int) -> dict:
             [data.paths[i] for i in np.nonzero((fold == held) & primary)[0]], spec
         ),
     }
+    out = {name: {'crops': c} for name, c in (sets | probe_sets(card, seed)).items()}
+    if clinical is not None:
+        paths, groups = gate_sets.labelled_folder(clinical, 'patient_id')
+        out['clinical'] = {
+            'crops': gate_sets.load_crops(paths, spec),
+            'groups': groups,
+            'ids': [Path(p).stem for p in paths],
+            'roles': split_roles(model_dir, paths),
+        }
+    out['reference']['ids'] = [data.ids[i] for i in pick]
+    out['val']['ids'] = list(val.ids)
+    return out
+
+
+def probe_sets(card: ModelCard, seed: int) -> dict[str, np.ndarray]:
+    """Crops of the sets no limit is chosen on, by name: non-lesion photographs (whole and
+    parts), synthetic frames, and where ../shared has them full-resolution dermoscopy and the
+    same images spoiled (blurred, under- and overexposed)."""
+    spec = card.preprocessing
     photos, parts = gate_sets.non_lesion_photos(seed)
-    sets['photographs'] = gate_sets.crops(photos, spec)
-    sets['photograph parts'] = gate_sets.crops(parts, spec)
-    sets['synthetic'] = gate_sets.crops(gate_sets.synthetic_frames(seed), spec)
+    sets = {
+        'photographs': gate_sets.crops(photos, spec),
+        'photograph parts': gate_sets.crops(parts, spec),
+        'synthetic': gate_sets.crops(gate_sets.synthetic_frames(seed), spec),
+    }
     fullres = Path(card.data.get('root', '')).parent / 'ham10000_fullres_sample'
     if (fullres / 'labels.csv').is_file():
         originals = [gate_sets.load_rgb(p) for p in gate_sets.labelled_folder(fullres, 'image')[0]]
         sets['full-resolution dermoscopy'] = gate_sets.crops(originals, spec)
         for name, images in gate_sets.spoiled(originals).items():
             sets[name] = gate_sets.crops(images, spec)
-    out = {name: {'crops': c} for name, c in sets.items()}
-    if clinical is not None:
-        paths, groups = gate_sets.labelled_folder(clinical, 'patient_id')
-        out['clinical'] = {'crops': gate_sets.load_crops(paths, spec), 'groups': groups}
-    return out
+    return sets
 
 
 def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, seed: int = 0):
@@ -186,9 +249,12 @@ def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, see
         raise DataError(f'{clinical} has no labels.csv (image, patient_id): not a clinical set')
     ensure_embedding(model_dir)
     parts = collect(model_dir, Path(clinical) if clinical else None, seed)
-    clinical_fold = None
+    clinical_fold, roles = None, None
     if 'clinical' in parts:
-        clinical_fold = patient_folds(parts['clinical']['groups'], CLINICAL_FOLDS, seed)
+        roles = parts['clinical']['roles']  # the model's split, where it has these photos
+        if roles is None:  # an external set: patient folds of its own
+            clinical_fold = patient_folds(parts['clinical']['groups'], CLINICAL_FOLDS, seed)
+            roles = fold_roles(clinical_fold, 0)
     card = ModelCard.load(model_dir)
     gates, evaluation = {}, {}
     for file_name, info in card.files.items():
@@ -198,7 +264,7 @@ def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, see
         for part in parts.values():
             part['emb'] = embeddings(engine, card, part['crops'])
         engine.close()
-        gate = fit_gate(parts, clinical_fold, 0)
+        gate = fit_gate(parts, roles)
         gates[file_name] = gate.to_dict()
         report = {
             name: judged(gate, p['crops'], p['emb'])
@@ -207,6 +273,11 @@ def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, see
         }
         if clinical_fold is not None:
             report |= clinical_report(parts, clinical_fold)
+        elif roles is not None:
+            c, judged_idx = parts['clinical'], roles['judged']
+            report['clinical (held-out fold)'] = judged(
+                gate, c['crops'][judged_idx], c['emb'][judged_idx]
+            )
         evaluation[file_name] = report
         print(f'{file_name}: ' + ', '.join(f'{k} {v["rate"]:.3f}' for k, v in report.items()))
     path = model_dir / GATE_FILE
@@ -218,11 +289,7 @@ def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, see
         'embedding_output': EMBEDDING_OUTPUT,
         'chosen_on': {
             'reference': f'{len(parts["reference"]["crops"])} HAM10000 training-fold images'
-            + (
-                ', clinical photographs of 3 of 5 patient folds'
-                if clinical_fold is not None
-                else ''
-            ),
+            + clinical_words(roles, clinical_fold),
             'bounds': f'{BOUND_QUANTILE:.0%} of validation distances; quality limits at the '
             f'{QUALITY_QUANTILE:.2%} / {1 - QUALITY_QUANTILE:.2%} quantiles of validation images',
             'clinical': str(clinical) if clinical else None,
@@ -231,7 +298,23 @@ def fit_and_judge(model_dir: str | Path, clinical: str | Path | None = None, see
         'evaluation': evaluation,
     }
     card.save(model_dir)
+    chose = parts['reference']['ids'] + parts['val']['ids']
+    if roles is not None:
+        chose += [parts['clinical']['ids'][i] for i in (*roles['fit'], *roles['bound'])]
+    held = int(card.data.get('heldout_fold', 0))
+    record(model_dir, 'gate', 'gate references, distance bounds and quality limits', {held: chose})
     return card.gate
+
+
+def clinical_words(roles, clinical_fold) -> str:
+    if roles is None:
+        return ''
+    if clinical_fold is not None:
+        return ', clinical photographs of 3 of 5 patient folds'
+    return (
+        f", {len(roles['fit'])} clinical photographs of the release model's training folds "
+        f'(bound: {len(roles["bound"])} of its inner validation)'
+    )
 
 
 def clinical_report(parts: dict, clinical_fold: np.ndarray) -> dict:
@@ -240,7 +323,7 @@ def clinical_report(parts: dict, clinical_fold: np.ndarray) -> dict:
     c = parts['clinical']
     rates, flagged = [], 0
     for k in range(CLINICAL_FOLDS):
-        gate = fit_gate(parts, clinical_fold, k)
+        gate = fit_gate(parts, fold_roles(clinical_fold, k))
         m = clinical_fold == k
         result = judged(gate, c['crops'][m], c['emb'][m])
         rates.append(result['rate'])

@@ -9,7 +9,10 @@
 2. Thresholds on that pooled calibrated probability, per imaging domain: 'screening' = the
    highest threshold with recall >= 0.90; 'melanoma' = the highest with recall >= 0.90 on all
    cancers AND on the melanomas alone (the rare, deadly one; where the domain has melanomas);
-   'balanced' = max F1. Each fold's own threshold gives the spread.
+   'balanced' = max F1. Each fold's own threshold gives the spread; each CV fold's figures are
+   measured at the threshold the rule chooses on the OTHER folds (nested: a fold never chooses
+   the threshold it is judged at); a bootstrap over lesions / patients gives 95 % intervals of
+   every threshold and of the recall it gives. training/choosing.py records the ids.
 3. Each variant file (fp32, fp16, int8-u8, int8-s8) scores the SAME validation images (the release
    model's inner validation) through its own engine and gets its own calibration, so a
    calibrated probability, and hence each threshold, means the same at every precision.
@@ -27,6 +30,7 @@ from skin_screening.core.operating_points import MELANOMA, point_name
 from skin_screening.core.postprocess import per_frame, sigmoid
 from skin_screening.core.preprocess import load_rgb, prepare_batch
 
+from .choosing import record
 from .data import DataError, release_validation, split_set
 from .distill import TEACHER_FILE
 from .variants import open_variant
@@ -34,6 +38,7 @@ from .variants import open_variant
 SCREENING_RECALL = 0.90
 DEFAULT_POINT = 'screening'  # a screening tool's default: miss as few cancers as it can
 REPORTED = ('recall', 'specificity', 'f1', 'precision')
+BOOTSTRAP = 500
 
 
 def fold_scores(run: Path, data, fold: np.ndarray, skip: int | None = None):
@@ -60,8 +65,8 @@ def fold_scores(run: Path, data, fold: np.ndarray, skip: int | None = None):
 
 
 def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, ...]:
-    """-> (y, calibrated probability, fold, domain, melanoma) of every image outside the
-    held-out fold, each scored by the CV model that did not train on it, calibrated for its
+    """-> (y, calibrated probability, fold, domain, melanoma, group, id) of every image outside
+    the held-out fold, each scored by the CV model that did not train on it, calibrated for its
     domain."""
     card = ModelCard.load(model_dir)
     held = int(card.data.get('heldout_fold', 0))
@@ -75,7 +80,11 @@ def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, ...]:
     if missing:
         raise DataError(f'no CV model scored fold(s) {missing}: pass the runs that trained them')
     mel = melanoma(data.labels)
-    return data.y[scored], probability[scored], fold[scored], data.domains[scored], mel[scored]
+    ids = np.array(data.ids)
+    return (
+        data.y[scored], probability[scored], fold[scored], data.domains[scored], mel[scored],
+        data.groups[scored], ids[scored],
+    )  # fmt: skip
 
 
 def melanoma(labels) -> np.ndarray:
@@ -92,33 +101,68 @@ def screening_threshold(y: np.ndarray, p: np.ndarray, mel: np.ndarray | None = N
     return threshold
 
 
-def choose_points(y, p, fold, domain: str, primary: bool = True, mel=None) -> dict:
-    """Thresholds on the pooled predictions of one domain, with each fold's own threshold as the
-    spread (mel: melanoma mask, for the screening point's melanoma recall)."""
-    mel = np.zeros(len(y), bool) if mel is None else np.asarray(mel, bool)
+def _rules(mel_any: bool) -> dict:
+    """Point name -> (rule(y, p, mel) -> threshold, criterion)."""
     rules = {
         'screening': (
-            lambda m: screening_threshold(y[m], p[m]),
+            lambda y, p, mel: screening_threshold(y, p),
             f'recall >= {SCREENING_RECALL:.2f}',
         ),
         'melanoma': (
-            lambda m: screening_threshold(y[m], p[m], mel[m]),
+            screening_threshold,
             f'recall >= {SCREENING_RECALL:.2f}, melanoma recall >= {SCREENING_RECALL:.2f}',
         ),
-        'balanced': (lambda m: choose_threshold(y[m], p[m], 'max_f1'), 'max F1'),
+        'balanced': (lambda y, p, mel: choose_threshold(y, p, 'max_f1'), 'max F1'),
     }
-    if not mel.any():
+    if not mel_any:
         del rules['melanoma']
+    return rules
+
+
+def bootstrap_interval(rule, y, p, mel, groups, threshold: float, seed: int) -> dict:
+    """95 % intervals, over BOOTSTRAP resamples of whole groups (lesions, patients), of the
+    threshold the rule chooses and of the recall the chosen `threshold` gives."""
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = np.split(np.argsort(inverse, kind='stable'), np.cumsum(np.bincount(inverse))[:-1])
+    thresholds, recalls = [], []
+    for _ in range(BOOTSTRAP):
+        i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        if y[i].all() or not y[i].any():
+            continue
+        thresholds.append(rule(y[i], p[i], mel[i]))
+        recalls.append(float(np.mean(p[i][y[i] == 1] >= threshold)))
+    lo, hi = 2.5, 97.5
+    return {
+        'threshold': np.percentile(thresholds, [lo, hi]).tolist(),
+        'recall': np.percentile(recalls, [lo, hi]).tolist(),
+        'resamples': len(thresholds),
+        'unit': 'group (lesion or patient)',
+    }
+
+
+def choose_points(
+    y, p, fold, domain: str, primary: bool = True, mel=None, groups=None, seed: int = 0
+) -> dict:
+    """Thresholds on the pooled predictions of one domain. Per CV fold (nested): the threshold
+    the rule chooses on the OTHER folds and the fold's figures at it (honest CV figures), and
+    the fold's own threshold (the spread); a group bootstrap interval of the threshold and of
+    its recall (mel: melanoma mask; groups: lesion or patient per image, default each image)."""
+    y, p = np.asarray(y), np.asarray(p)
+    mel = np.zeros(len(y), bool) if mel is None else np.asarray(mel, bool)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     points = {}
-    for name, (rule, criterion) in rules.items():
-        threshold = rule(np.ones(len(y), bool))
+    for name, (rule, criterion) in _rules(bool(mel.any())).items():
+        threshold = rule(y, p, mel)
         pooled = binary_report(y, p, threshold)
         per_fold = []
         for k in np.unique(fold):
             m = fold == k
-            own = rule(m)
-            at_pooled = binary_report(y[m], p[m], threshold)
-            per_fold.append({'fold': int(k), 'own_threshold': own} | _pick(at_pooled))
+            nested = rule(y[~m], p[~m], mel[~m]) if (~m).any() else threshold
+            at_nested = binary_report(y[m], p[m], nested)
+            own = rule(y[m], p[m], mel[m])
+            per_fold.append({'fold': int(k), 'own_threshold': own, 'threshold': nested})
+            per_fold[-1] |= _pick(at_nested)
         points[point_name(domain, name, primary)] = {
             'domain': domain,
             'threshold': threshold,
@@ -126,10 +170,11 @@ def choose_points(y, p, fold, domain: str, primary: bool = True, mel=None) -> di
             'pooled_oof': _pick(pooled)
             | {'n': pooled['n'], 'positives': pooled['positives']}
             | ({'melanoma_recall': float(np.mean(p[mel] >= threshold))} if mel.any() else {}),
+            'interval': bootstrap_interval(rule, y, p, mel, groups, threshold, seed),
             'folds': per_fold,
             'spread': {
                 key: {'mean': float(np.mean(v)), 'std': float(np.std(v))}
-                for key in ('own_threshold', *REPORTED)
+                for key in ('own_threshold', 'threshold', *REPORTED)
                 for v in [[f[key] for f in per_fold]]
             },
         }
@@ -193,15 +238,19 @@ def calibrate_variants(model_dir: Path, val) -> dict:
 def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> dict:
     model_dir = Path(model_dir)
     runs = [Path(r) for r in cv_runs]
-    y, p, fold, domains, mel = pooled_oof(model_dir, runs)
+    y, p, fold, domains, mel, groups, ids = pooled_oof(model_dir, runs)
     names = list(dict.fromkeys(domains.tolist()))
     points = {}
     for domain in names:
         m = domains == domain
-        points |= choose_points(y[m], p[m], fold[m], domain, domain == names[0], mel[m])
+        points |= choose_points(y[m], p[m], fold[m], domain, domain == names[0], mel[m], groups[m])
     val = release_validation(model_dir)
     calibration = calibrate_variants(model_dir, val)
     card = ModelCard.load(model_dir)
+    held = int(card.data.get('heldout_fold', 0))
+    nested = {int(k): ids[fold != k] for k in np.unique(fold)}
+    record(model_dir, 'thresholds', 'operating-point thresholds', {held: ids} | nested)
+    record(model_dir, 'variant-calibration', 'calibration of every variant', {held: val.ids})
     card.operating_points = {
         'default': DEFAULT_POINT,
         'points': points,
@@ -229,11 +278,13 @@ def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> 
     card.decision = card.rule('model.fp32.onnx')[0]
     card.save(model_dir)
     for name, point in points.items():
-        s = point['spread']
+        s, ci = point['spread'], point['interval']
         print(
-            f'{name}: threshold {point["threshold"]:.4f} (folds: {s["own_threshold"]["mean"]:.3f}'
-            f' ± {s["own_threshold"]["std"]:.3f}); pooled recall '
-            f'{point["pooled_oof"]["recall"]:.3f}, specificity '
+            f'{name}: threshold {point["threshold"]:.4f} (95 % {ci["threshold"][0]:.3f}-'
+            f'{ci["threshold"][1]:.3f}; folds {s["own_threshold"]["mean"]:.3f} ± '
+            f'{s["own_threshold"]["std"]:.3f}); pooled recall {point["pooled_oof"]["recall"]:.3f}'
+            f' (95 % {ci["recall"][0]:.3f}-{ci["recall"][1]:.3f}), nested per fold '
+            f'{s["recall"]["mean"]:.3f} ± {s["recall"]["std"]:.3f}, specificity '
             f'{point["pooled_oof"]["specificity"]:.3f}, F1 {point["pooled_oof"]["f1"]:.3f}'
         )
     return card.operating_points

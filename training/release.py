@@ -1,6 +1,7 @@
 """Copy a training run's release artifacts into data/models/<name>/ (the shipped model folder).
 
-Copies model.fp32.onnx, model_card.json, split.csv, heldout.csv and config.yaml. Releasing the
+Copies model.fp32.onnx, model_card.json, split.csv, heldout.csv, config.yaml and the records of
+which images chose what (choosing/, training/choosing.py). Releasing the
 same run again (same ONNX hash) refreshes the card's metrics and training record and keeps the
 variants already built; a different model never silently replaces an existing folder.
 """
@@ -11,6 +12,8 @@ import shutil
 from pathlib import Path
 
 from skin_screening.core.model_card import ModelCard
+
+from .choosing import CHOOSING
 
 FILES = ('model.fp32.onnx', 'split.csv', 'heldout.csv', 'config.yaml')
 
@@ -34,6 +37,8 @@ def release(run_dir: str | Path, dest: str | Path, replace: bool = False) -> Pat
     dest.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copy2(run_dir / name, dest / name)
+    if (run_dir / CHOOSING).is_dir():  # which images chose what (training/choosing.py)
+        shutil.copytree(run_dir / CHOOSING, dest / CHOOSING, dirs_exist_ok=True)
     card.training['run_dir'] = str(run_dir)
     card.save(dest)
     return dest

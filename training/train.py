@@ -33,6 +33,7 @@ from skin_screening.core.postprocess import (
     sigmoid,
 )
 
+from .choosing import record
 from .config import RunConfig, set_seeds
 from .data import LabelledSet, fold_fit_val, grouped_folds, load_dataset, mapping_name
 from .distill import save_fold_logits
@@ -43,6 +44,7 @@ from .model import TrainingError, build_model
 from .prune import sparsity
 from .recipe import History, predict_views, train_cached
 
+VALIDATION_CHOOSES = 'early stopping, calibration, threshold and referral bound of each fold'
 REPORTED_COVERAGE = 0.8  # uncertainty evaluation: F1 of the 80 % least uncertain frames
 
 
@@ -186,14 +188,15 @@ def run_training(cfg: RunConfig) -> Path:
         from .mix import mix_folds
 
         mix = mix_folds(cfg, model.top, acts, data, fold, run_dir / 'split.csv')
-    folds, release, fold_logits = [], None, {}
+    folds, release, fold_logits, chose = [], None, {}, {}
     for k in cfg.split.trained_folds():
         print(f'fold {k + 1}/{cfg.split.folds}')
         test = np.nonzero(fold == k)[0]
         fit, val = fold_fit_val(data, fold, k, cfg.split.inner_val_fraction, cfg.seed)
+        chose[k] = [data.ids[i] for i in val]
         if mix is not None:
             model.top.set_weights(mix.weights(k))
-            history = History(best={'phase': 'mix', 'lambda': mix.chosen})
+            history = History(best={'phase': 'mix', 'lambda': mix.chosen[k]})
         elif acts is not None:
             model.top.set_weights(initial)
             history = train_cached(
@@ -228,6 +231,7 @@ def run_training(cfg: RunConfig) -> Path:
         raise TrainingError(f'no fold trained: only_folds {cfg.split.only_folds}')
     if fold_logits:
         save_fold_logits(run_dir, data, fold, fold_logits)
+    record(run_dir, 'fold-validation', VALIDATION_CHOOSES, chose)
     summary = {
         key: mean_std([f[key] for f in folds])
         for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold', 'uncertainty')
@@ -244,7 +248,7 @@ def run_training(cfg: RunConfig) -> Path:
         'wall_time_s': round(time.time() - start, 1),
     }
     if mix is not None:
-        metrics['mix'] = mix.report()
+        metrics['mix'] = mix.report(cfg.split.holdout_fold)
     if release is not None:
         card = ModelCard.load(run_dir)
         holdout = next(f for f in folds if f['fold'] == cfg.split.holdout_fold)
