@@ -18,7 +18,6 @@ of the non-referred frames vs coverage for each uncertainty score, mean over fol
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -37,8 +36,9 @@ def newest_run(root: Path) -> Path:
 
 
 def read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
+    from skin_screening.core.recording import read_rows
+
+    return read_rows(path)  # a recorder CSV's blank sticky columns filled in
 
 
 def scored_rows(row: dict):

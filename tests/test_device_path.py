@@ -7,7 +7,6 @@ every node reports through its parameter services must be the ones the stand-in 
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ import psutil
 import pytest
 from skin_screening.core.bags import LabelledFrame, write_bag
 from skin_screening.core.model_card import DEFAULT_MODEL
+from skin_screening.core.recording import read_rows
 from skin_screening.launching import parse_launch
 
 from tests.device_env import REPO, Unavailable, activated, device_env
@@ -255,7 +255,7 @@ def test_wearable_launch_matches_the_stand_in_and_stops_cleanly(
     (run,) = list((tmp_path / 'runs').iterdir())
     assert (run / 'findings').is_dir() and (run / 'session.json').is_file()
     assert owner_only_modes(run) == {}
-    rows = list(csv.DictReader((run / 'diagnoses.csv').open()))
+    rows = read_rows(run / 'diagnoses.csv')
     # the recorder closed its file: every row complete, the last one included
     assert rows and all(r['stamp_ns'].isdigit() and r['precision'] == 'fp16' for r in rows)
 
@@ -296,7 +296,7 @@ def test_replay_launch_ends_with_the_bag_and_keeps_string_arguments(
     (run,) = list((tmp_path / 'runs').iterdir())
     assert run.name.endswith('2024-01-01')  # a date-like string stayed a string
     assert (run / 'findings').is_dir()  # the findings node's evidence in the same session
-    rows = list(csv.DictReader((run / 'diagnoses.csv').open()))
+    rows = read_rows(run / 'diagnoses.csv')
     assert len(rows) == 6 and {r['precision'] for r in rows} == {'int8'}
 
 

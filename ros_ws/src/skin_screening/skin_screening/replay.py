@@ -22,6 +22,7 @@ import numpy as np
 from .core.bags import BagError, ground_truth
 from .core.metrics import binary_report
 from .core.postprocess import LABELS, REFER, UNASSESSABLE
+from .core.recording import read_rows
 from .core.sessions import utc_stamp
 from .launching import package_share, parse_launch, start
 
@@ -124,8 +125,7 @@ def replay(
 
 
 def read_diagnoses(run_dir: Path) -> list[dict]:
-    with (run_dir / 'diagnoses.csv').open() as f:
-        return list(csv.DictReader(f))
+    return read_rows(run_dir / 'diagnoses.csv')
 
 
 def energy_per_inference(run_dir: Path) -> float | None:

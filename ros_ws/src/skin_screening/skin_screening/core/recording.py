@@ -60,8 +60,41 @@ ENERGY_FIELDS = (
 )
 
 
+# Columns that change rarely (the model, its precision, backend, operating point, thresholds):
+# a row leaves one blank while it equals the row above's, read_rows() fills it back in. A
+# diagnoses row: 130 bytes instead of 220 (10,000 frames: 1.3 MB instead of 2.2). A file
+# opened again (a node restarted in its session) writes its first row in full.
+STICKY = {
+    'diagnoses.csv': (
+        'threshold',
+        'operating_point',
+        'referral_score',
+        'referral_threshold',
+        'precision',
+        'backend',
+        'model_id',
+    ),
+    'power.csv': ('source',),
+}
+
+
 class RecordingError(RuntimeError):
     pass
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a recorder CSV (or any CSV) with its sticky columns filled in from above."""
+    path = Path(path)
+    sticky, last, rows = STICKY.get(path.name, ()), {}, []
+    with path.open(newline='') as f:
+        for row in csv.DictReader(f):
+            for name in sticky:
+                if row.get(name):
+                    last[name] = row[name]
+                else:
+                    row[name] = last.get(name, '')
+            rows.append(row)
+    return rows
 
 
 def _compact(value):
@@ -75,6 +108,7 @@ class CsvLog:
         self, path: Path, fields: tuple[str, ...], flush_every: int = 20, min_free_mb: float = 50.0
     ):
         self.path, self.fields = path, fields
+        self.sticky, self._last = STICKY.get(path.name, ()), {}
         self.flush_every, self.min_free_mb = flush_every, min_free_mb
         # a node restarted within its session appends: nothing recorded is lost
         fresh = not path.exists() or path.stat().st_size == 0
@@ -94,7 +128,7 @@ class CsvLog:
                 and shutil.disk_usage(self.path.parent).free < self.min_free_mb * 1e6
             ):
                 raise OSError(errno.ENOSPC, f'less than {self.min_free_mb} MB free')
-            self._writer.writerow({k: _compact(v) for k, v in row.items()})
+            self._writer.writerow(self._elided({k: _compact(v) for k, v in row.items()}))
             self.rows += 1
             self._pending += 1
             if self._pending >= self.flush_every:
@@ -107,6 +141,17 @@ class CsvLog:
                     f'({exc.strerror})'
                 ) from exc
             raise
+
+    def _elided(self, row: dict) -> dict:
+        """The row with each sticky column blank where it equals the last one written."""
+        for name in self.sticky:
+            value = str(row.get(name, ''))
+            if not value and self._last.get(name):  # would read back as the value above
+                raise RecordingError(f'{self.path.name}: {name} empty after {self._last[name]!r}')
+            if self._last.get(name) == value:
+                row[name] = ''
+            self._last[name] = value
+        return row
 
     def size(self) -> int:
         """Bytes of the file, written or buffered."""

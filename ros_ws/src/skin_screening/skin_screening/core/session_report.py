@@ -20,16 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .recording import read_rows
+
 # A card shows a frame 14em wide: 448 pixels covers it at twice a phone's CSS pixel density.
 THUMBNAIL_SIDE = 448
 RISK = {'refer': 1, 'suspicious': 2}  # REFER (the model does not know) first, then suspicious
 
 
 def _rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
+    return read_rows(path) if path.is_file() else []
 
 
 def _when(ns: int) -> str:
