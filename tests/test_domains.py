@@ -132,7 +132,8 @@ def test_a_joint_run_reports_and_calibrates_each_domain(joint_run):
     assert set(domain_points(ops, 'clinical')) == {f'clinical-{k}' for k in kinds}
     assert set(domain_points(ops, 'dermoscopic')) == set(kinds)
     # the clinical points recomputed here from the run's own pooled out-of-fold predictions
-    y, p, _, domains, mel, _, _ = pooled_oof(joint_run, [joint_run])
+    oof = pooled_oof(joint_run, [joint_run])
+    y, p, domains, mel = oof.y, oof.p, oof.domain, oof.mel
     clinical = domains == 'clinical'
     expected = brute_force_points(y[clinical], p[clinical], mel[clinical])
     for kind in kinds:
@@ -142,7 +143,15 @@ def test_a_joint_run_reports_and_calibrates_each_domain(joint_run):
     assert domain_default(ops, 'x-ray') is None
     calibration = ops['calibration']['model.fp32.onnx']
     clinical = calibration['domains']['clinical']
-    assert calibration['domain'] == 'dermoscopic' and clinical['images'] > 0
+    assert calibration['domain'] == 'dermoscopic' and 'fitted_on' not in calibration
+    # few clinical validation photos: calibrated on every pooled out-of-fold clinical logit
+    from skin_screening.core.metrics import fit_calibration
+
+    mine = domains == 'clinical'
+    assert clinical['fitted_on'] == 'pooled out-of-fold logits' and clinical['logit_offset'] == 0
+    assert clinical['images'] == int(mine.sum()) > clinical['offset_images']
+    t, b = fit_calibration(y[mine], oof.logit[mine])
+    assert (clinical['temperature'], clinical['bias']) == pytest.approx((t, b))
     clf = Classifier(joint_run, operating_point='clinical-screening', warmup_runs=0)
     try:  # the clinical point decides with the clinical calibration
         assert (clf.rule.temperature, clf.rule.bias) == (clinical['temperature'], clinical['bias'])

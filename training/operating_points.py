@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from skin_screening.core.metrics import binary_report, choose_threshold, fit_calibration
@@ -39,6 +40,8 @@ SCREENING_RECALL = 0.90
 DEFAULT_POINT = 'screening'  # a screening tool's default: miss as few cancers as it can
 REPORTED = ('recall', 'specificity', 'f1', 'precision')
 BOOTSTRAP = 500
+MIN_CALIBRATION = 200  # validation images a domain's calibration needs (else pooled)
+FP32_FILE = 'model.fp32.onnx'
 
 
 def fold_scores(run: Path, data, fold: np.ndarray, skip: int | None = None):
@@ -64,26 +67,38 @@ def fold_scores(run: Path, data, fold: np.ndarray, skip: int | None = None):
     return logit, probability
 
 
-def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> tuple[np.ndarray, ...]:
-    """-> (y, calibrated probability, fold, domain, melanoma, group, id) of every image outside
-    the held-out fold, each scored by the CV model that did not train on it, calibrated for its
-    domain."""
+class Oof(NamedTuple):
+    """Pooled out-of-fold predictions, one entry per image outside the held-out fold."""
+
+    y: np.ndarray
+    p: np.ndarray  # calibrated probability (each fold model's own calibration)
+    fold: np.ndarray
+    domain: np.ndarray
+    mel: np.ndarray
+    group: np.ndarray
+    id: np.ndarray
+    logit: np.ndarray  # the fold model's logit (before calibration)
+
+
+def pooled_oof(model_dir: Path, cv_runs: list[Path]) -> Oof:
+    """Every image outside the held-out fold, scored by the CV model that did not train on
+    it, calibrated for its domain."""
     card = ModelCard.load(model_dir)
     held = int(card.data.get('heldout_fold', 0))
     data, fold = split_set(model_dir)
-    probability = np.full(len(data), np.nan)
+    probability, logit = np.full(len(data), np.nan), np.full(len(data), np.nan)
     for run in cv_runs:
-        scored = fold_scores(run, data, fold, skip=held)[1]
+        z, scored = fold_scores(run, data, fold, skip=held)
         probability = np.where(np.isfinite(scored), scored, probability)
+        logit = np.where(np.isfinite(scored), z, logit)
     scored = np.isfinite(probability)
     missing = sorted(set(np.unique(fold[fold != held])) - set(np.unique(fold[scored])))
     if missing:
         raise DataError(f'no CV model scored fold(s) {missing}: pass the runs that trained them')
-    mel = melanoma(data.labels)
-    ids = np.array(data.ids)
-    return (
+    mel, ids = melanoma(data.labels), np.array(data.ids)
+    return Oof(
         data.y[scored], probability[scored], fold[scored], data.domains[scored], mel[scored],
-        data.groups[scored], ids[scored],
+        data.groups[scored], ids[scored], logit[scored],
     )  # fmt: skip
 
 
@@ -200,57 +215,76 @@ def variant_logits(model_dir: Path, file_name: str, images: np.ndarray) -> tuple
     return np.concatenate(out), backend.value
 
 
-def calibrate_variants(model_dir: Path, val) -> dict:
+def calibrate_variants(model_dir: Path, val, oof: Oof | None = None) -> dict:
     """Temperature and bias per variant file and domain, fitted on the `val` images of that
     domain through that file's engine (the primary domain's at the top, the others under
-    'domains')."""
+    'domains'). A domain with fewer than MIN_CALIBRATION validation images (the release model's
+    clinical photographs: 51) is calibrated on the pooled out-of-fold logits of `oof` instead
+    (every clinical photograph of the training folds), each variant shifted by its mean logit
+    difference to the FP32 file on those validation images."""
     card = ModelCard.load(model_dir)
     views = card.decision.views
     images = prepare_batch([load_rgb(p) for p in val.paths], card.preprocessing, views)
     primary, *others = val.domain_names
-    calibration = {}
-    for file_name, info in card.files.items():
-        if 'precision' not in info:
-            continue
+    calibration, fp32_mean = {}, {}
+    files = [name for name, info in card.files.items() if 'precision' in info]
+    for file_name in sorted(files, key=lambda name: name != FP32_FILE):  # FP32 first
         card.verify(model_dir / file_name)
         logits, engine = variant_logits(model_dir, file_name, images)
         fitted = {}
         for domain in val.domain_names:
             mine = val.domains == domain
             z = per_frame(logits, views)[mine]
-            temperature, bias = fit_calibration(val.y[mine], z)
+            fp32_mean.setdefault(domain, float(np.mean(z)))
+            pooled = oof is not None and mine.sum() < MIN_CALIBRATION
+            if pooled:
+                d = oof.domain == domain
+                temperature, bias = fit_calibration(oof.y[d], oof.logit[d])
+                offset = float(np.mean(z)) - fp32_mean[domain]
+                bias -= offset / temperature  # sigmoid((z - offset) / T + b)
+                extra = {'fitted_on': 'pooled out-of-fold logits', 'logit_offset': offset}
+                extra |= {'offset_images': int(mine.sum())}
+                count = int(d.sum())
+            else:
+                temperature, bias = fit_calibration(val.y[mine], z)
+                extra, count = {}, int(mine.sum())
             fitted[domain] = {
                 'temperature': temperature,
                 'bias': bias,
                 'mean_logit': float(np.mean(z)),
-                'images': int(mine.sum()),
-            }
+                'images': count,
+            } | extra
             print(
-                f'{file_name} {domain}: T {temperature:.3f} b {bias:+.3f} ({engine}, '
-                f'{int(mine.sum())} images)'
+                f'{file_name} {domain}: T {temperature:.3f} b {bias:+.3f} ({engine}, {count} '
+                f'{"pooled out-of-fold " if pooled else ""}images)'
             )
         calibration[file_name] = fitted[primary] | {'domain': primary, 'engine': engine}
         if others:
             calibration[file_name]['domains'] = {d: fitted[d] for d in others}
-    return calibration
+    return {name: calibration[name] for name in files}
 
 
 def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> dict:
     model_dir = Path(model_dir)
     runs = [Path(r) for r in cv_runs]
-    y, p, fold, domains, mel, groups, ids = pooled_oof(model_dir, runs)
+    oof = pooled_oof(model_dir, runs)
+    y, p, fold, domains, mel, groups, ids = oof[:7]
     names = list(dict.fromkeys(domains.tolist()))
     points = {}
     for domain in names:
         m = domains == domain
         points |= choose_points(y[m], p[m], fold[m], domain, domain == names[0], mel[m], groups[m])
     val = release_validation(model_dir)
-    calibration = calibrate_variants(model_dir, val)
+    calibration = calibrate_variants(model_dir, val, oof)
     card = ModelCard.load(model_dir)
     held = int(card.data.get('heldout_fold', 0))
     nested = {int(k): ids[fold != k] for k in np.unique(fold)}
     record(model_dir, 'thresholds', 'operating-point thresholds', {held: ids} | nested)
-    record(model_dir, 'variant-calibration', 'calibration of every variant', {held: val.ids})
+    fp32 = calibration[FP32_FILE]
+    pooled = [d for d, c in {fp32['domain']: fp32, **fp32.get('domains', {})}.items()
+              if c.get('fitted_on')]  # fmt: skip
+    chose = [*val.ids, *ids[np.isin(domains, pooled)]]
+    record(model_dir, 'variant-calibration', 'calibration of every variant', {held: chose})
     card.operating_points = {
         'default': DEFAULT_POINT,
         'points': points,
