@@ -131,7 +131,12 @@ def fit_camera(model_dir: str | Path, bag: str | Path, topic: str | None = None)
         try:
             emb = embeddings(engine, card, crops)
             probe_emb = {k: embeddings(engine, card, c) for k, c in probes.items()}
-            cap_emb = {k: embeddings(engine, card, c) for k, c in caps.items()}
+            cap_emb = {  # sets that do not depend on the draw (photographs, spoiled): once
+                k: probe_emb[k]
+                if np.array_equal(c, probes.get(k))
+                else embeddings(engine, card, c)
+                for k, c in caps.items()
+            }
         finally:
             engine.close()
         new, capped = with_camera(old, emb, parts, flagged_probes(old, caps, cap_emb))
