@@ -131,10 +131,9 @@ def fit_camera(model_dir: str | Path, bag: str | Path, topic: str | None = None)
         try:
             emb = embeddings(engine, card, crops)
             probe_emb = {k: embeddings(engine, card, c) for k, c in probes.items()}
-            cap_emb = {  # sets that do not depend on the draw (photographs, spoiled): once
-                k: probe_emb[k]
-                if np.array_equal(c, probes.get(k))
-                else embeddings(engine, card, c)
+            same = {k for k, c in caps.items() if np.array_equal(c, probes.get(k))}
+            cap_emb = {  # the sets that do not depend on the draw (photographs, spoiled): once
+                k: probe_emb[k] if k in same else embeddings(engine, card, c)
                 for k, c in caps.items()
             }
         finally:
