@@ -9,13 +9,16 @@ from tests.conftest import small_training
 from training.data import DataError
 
 SMALL = ('data.limit=160', 'train.views=1', 'export.check_images=4')
+SOURCE = ('export.release=false',)  # a mix source needs its fold weights, not a release
 
 
 @pytest.fixture(scope='module')
 def two_runs(ham, tmp_path_factory):
     out = tmp_path_factory.mktemp('mix')
-    a = small_training(ham, out, *SMALL, 'name=a')
-    b = small_training(ham, out, *SMALL, 'name=b', 'train.feature_noise=0', 'train.head_lr=0.01')
+    a = small_training(ham, out, *SMALL, *SOURCE, 'name=a')
+    b = small_training(
+        ham, out, *SMALL, *SOURCE, 'name=b', 'train.feature_noise=0', 'train.head_lr=0.01'
+    )
     return out, a, b
 
 
@@ -45,6 +48,7 @@ def test_a_mix_at_zero_is_run_a_and_the_checker_catches_a_mix_chosen_on_test_fol
 
     out, a, b = two_runs
     assert violations(a) == []  # the folds' own validation chose each fold's stopping point
+    assert not (a / 'model.fp32.onnx').exists() and 'holdout' not in _metrics(a)  # a study run
     monkeypatch.setattr(training.mix, 'choosing_images', pooled)
     only_a = small_training(
         ham, out, *SMALL, 'name=m0', f'train.mix_runs=[{a}, {b}]', 'train.mix_lambdas=[0]'

@@ -129,6 +129,7 @@ class ExportConfig:
     opset: int = 17
     tolerance: float = 1e-4
     check_images: int = 32
+    release: bool = True  # false: a study run (CV figures, fold weights; no ONNX, no card)
 
 
 @dataclass

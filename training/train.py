@@ -225,7 +225,7 @@ def run_training(cfg: RunConfig) -> Path:
         if history.pretrained:
             result['pretrained'] = history.pretrained
         folds.append(result)
-        if k == cfg.split.holdout_fold:
+        if k == cfg.split.holdout_fold and cfg.export.release:
             release = export_release(cfg, model, data, test, spec, result, run_dir)
     if not folds:
         raise TrainingError(f'no fold trained: only_folds {cfg.split.only_folds}')
@@ -258,8 +258,8 @@ def run_training(cfg: RunConfig) -> Path:
         if mix is not None:
             card.training['mix'] = metrics['mix']
         card.save(run_dir)
-    else:  # a CV-only run (only_folds without the holdout fold): figures and fold logits
-        print(f'no release model: holdout fold {cfg.split.holdout_fold} was not trained')
+    else:  # a CV-only run (export.release false, or only_folds without the holdout fold)
+        print(f'no release model (holdout fold {cfg.split.holdout_fold}): CV figures only')
     (run_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     print(f'run written to {run_dir} in {time.time() - start:.0f} s')
     return run_dir
