@@ -118,8 +118,9 @@ def test_the_mix_weight_follows_the_shipped_rule(clinical_at_1, tolerance, expec
 
 
 def test_the_tolerance_is_the_bootstrap_se_of_the_paired_difference():
-    """Two scores equal but for noise on 400 images: the SE is what resampling says (about
-    the spread of the difference over independent draws), and 0 for identical scores."""
+    """Two scores equal but for noise on 400 images: the SE is what resampling says (about the
+    spread of the difference over independent draws), 0 for identical scores, and larger when
+    the 400 images are 100 lesions seen 4 times (whole lesions are resampled)."""
     from sklearn.metrics import roc_auc_score
 
     from training.mix import paired_se, rank_auc
@@ -127,8 +128,9 @@ def test_the_tolerance_is_the_bootstrap_se_of_the_paired_difference():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     base = y + rng.normal(0, 1, 400)
+    alone = np.arange(400)
     assert rank_auc(y, base) == pytest.approx(roc_auc_score(y, base))
-    assert paired_se(y, base, base, seed=0) == 0
+    assert paired_se(y, base, base, alone, seed=0) == 0
     other = base + rng.normal(0, 0.5, 400)
     diffs = []
     for seed in range(60):
@@ -136,7 +138,10 @@ def test_the_tolerance_is_the_bootstrap_se_of_the_paired_difference():
         y2 = draw.integers(0, 2, 400)
         b2 = y2 + draw.normal(0, 1, 400)
         diffs.append(rank_auc(y2, b2 + draw.normal(0, 0.5, 400)) - rank_auc(y2, b2))
-    assert paired_se(y, base, other, seed=0) == pytest.approx(np.std(diffs), rel=0.5)
+    assert paired_se(y, base, other, alone, seed=0) == pytest.approx(np.std(diffs), rel=0.5)
+    y4, b4, o4 = (np.repeat(a[:100], 4) for a in (y, base, other))
+    lesions = np.repeat(np.arange(100), 4)
+    assert paired_se(y4, b4, o4, lesions, seed=0) > 1.3 * paired_se(y4, b4, o4, alone, seed=0)
 
 
 def _h5_arrays(path):

@@ -8,8 +8,8 @@ release model none of the held-out fold, chooses its l; training/choosing.py rec
 among the candidate l whose validation ROC-AUC on the first domain (the reference data:
 dermoscopy) is at most a tolerance below l = 0's, the one with the best mean per-domain
 validation ROC-AUC, the smaller l on a tie. The tolerance: `train.mix_tolerance`, or by default
-(None) one standard error of that paired difference, bootstrapped over the same validation
-images - set by those images alone, not by any figure of a test fold.
+(None) one standard error of that paired difference, bootstrapped over the lesions / patients
+of the same validation images - set by those images alone, not by any figure of a test fold.
 No training: the run then scores, calibrates and exports each mixed fold model as usual.
 """
 
@@ -105,16 +105,15 @@ def rank_auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((rankdata(s)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def paired_se(
-    y: np.ndarray, base: np.ndarray, other: np.ndarray, seed: int, n: int = 200
-) -> float:
-    """Standard error of AUC(other) - AUC(base) on the same images, bootstrapped."""
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        diffs.append(rank_auc(y[i], other[i]) - rank_auc(y[i], base[i]))
-    return float(np.nanstd(diffs))
+def paired_se(y, base, other, groups, seed: int, n: int = 200) -> float:
+    """Standard error of AUC(other) - AUC(base) on the same images, bootstrapped over whole
+    groups (lesions, patients)."""
+    from skin_screening.core.metrics import bootstrap_values
+
+    def diff(i):
+        return rank_auc(y[i], other[i]) - rank_auc(y[i], base[i])
+
+    return float(np.std(bootstrap_values(diff, len(y), [str(g) for g in groups], n, seed)))
 
 
 def score_mixes(mix: Mix, top, acts, data: LabelledSet, parts: dict[int, dict], seed: int) -> None:
@@ -133,9 +132,10 @@ def score_mixes(mix: Mix, top, acts, data: LabelledSet, parts: dict[int, dict], 
                 if name == 'val':
                     ref_logits[lam] = logits.mean(axis=1)[data.domains[index] == reference]
         val = named['val']
-        y = data.y[val][data.domains[val] == reference]
+        mine = data.domains[val] == reference
+        y, groups = data.y[val][mine], data.groups[val][mine]
         mix.tolerance[k] = {
-            lam: paired_se(y, ref_logits[0.0], z, seed + k) if lam else 0.0
+            lam: paired_se(y, ref_logits[0.0], z, groups, seed + k) if lam else 0.0
             for lam, z in ref_logits.items()
         }
 

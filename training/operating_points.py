@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from skin_screening.core.metrics import binary_report, choose_threshold, fit_calibration
+from skin_screening.core.metrics import (
+    binary_report,
+    bootstrap_interval,
+    choose_threshold,
+    fit_calibration,
+)
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.operating_points import MELANOMA, point_name
 from skin_screening.core.postprocess import per_frame, sigmoid
@@ -134,24 +139,22 @@ def _rules(mel_any: bool) -> dict:
     return rules
 
 
-def bootstrap_interval(rule, y, p, mel, groups, threshold: float, seed: int) -> dict:
-    """95 % intervals, over BOOTSTRAP resamples of whole groups (lesions, patients), of the
-    threshold the rule chooses and of the recall the chosen `threshold` gives."""
-    rng = np.random.default_rng(seed)
-    _, inverse = np.unique(groups, return_inverse=True)
-    members = np.split(np.argsort(inverse, kind='stable'), np.cumsum(np.bincount(inverse))[:-1])
-    thresholds, recalls = [], []
-    for _ in range(BOOTSTRAP):
-        i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        if y[i].all() or not y[i].any():
-            continue
-        thresholds.append(rule(y[i], p[i], mel[i]))
-        recalls.append(float(np.mean(p[i][y[i] == 1] >= threshold)))
-    lo, hi = 2.5, 97.5
+def threshold_intervals(rule, y, p, mel, groups, threshold: float, seed: int) -> dict:
+    """95 % intervals, over BOOTSTRAP resamples of whole groups (lesions, patients; the same
+    resamples for both), of the threshold the rule chooses and of the recall the chosen
+    `threshold` gives."""
+
+    def chosen(i):
+        return rule(y[i], p[i], mel[i]) if 0 < y[i].sum() < len(i) else np.nan
+
+    def recall(i):
+        return float(np.mean(p[i][y[i] == 1] >= threshold)) if y[i].any() else np.nan
+
+    args = (len(y), [str(g) for g in groups], BOOTSTRAP, seed)
     return {
-        'threshold': np.percentile(thresholds, [lo, hi]).tolist(),
-        'recall': np.percentile(recalls, [lo, hi]).tolist(),
-        'resamples': len(thresholds),
+        'threshold': list(bootstrap_interval(chosen, *args)),
+        'recall': list(bootstrap_interval(recall, *args)),
+        'resamples': BOOTSTRAP,
         'unit': 'group (lesion or patient)',
     }
 
@@ -185,7 +188,7 @@ def choose_points(
             'pooled_oof': _pick(pooled)
             | {'n': pooled['n'], 'positives': pooled['positives']}
             | ({'melanoma_recall': float(np.mean(p[mel] >= threshold))} if mel.any() else {}),
-            'interval': bootstrap_interval(rule, y, p, mel, groups, threshold, seed),
+            'interval': threshold_intervals(rule, y, p, mel, groups, threshold, seed),
             'folds': per_fold,
             'spread': {
                 key: {'mean': float(np.mean(v)), 'std': float(np.std(v))}

@@ -142,15 +142,15 @@ def mean_std(reports: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def bootstrap_interval(
+def bootstrap_values(
     statistic: Callable[[np.ndarray], float],
     n: int,
     groups: Sequence[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-) -> tuple[float, float]:
-    """95 % percentile interval of `statistic(indices)` over resamples of the n rows, drawn by
-    group when `groups` is given (all frames of a lesion or patient together)."""
+) -> np.ndarray:
+    """`statistic(indices)` over `n_boot` resamples of the n rows, drawn by group when `groups`
+    is given (all frames of a lesion or patient together); non-finite values left out."""
     rng = np.random.default_rng(seed)
     if groups is None or not any(groups):
         members = [np.array([i]) for i in range(n)]
@@ -165,7 +165,19 @@ def bootstrap_interval(
         value = statistic(np.concatenate([members[i] for i in pick]))
         if np.isfinite(value):
             values.append(value)
-    if not values:
+    return np.asarray(values, float)
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    groups: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95 % percentile interval of bootstrap_values() (NaN when none is finite)."""
+    values = bootstrap_values(statistic, n, groups, n_boot, seed)
+    if not len(values):
         return math.nan, math.nan
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
