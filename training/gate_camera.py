@@ -42,28 +42,18 @@ CAP_SEED, JUDGE_SEED = 0, 1  # probe draws that cap the bound / that judge the r
 
 
 def bag_crops(bag: str | Path, topic: str | None, card: ModelCard):
-    """(crops, recording time in seconds from the first frame, chosen topic name) of a bag's
-    image topic; frames that do not decode are skipped and counted in the message."""
-    from skin_screening.core.bag_storage import typestore
-    from skin_screening.core.bags import frames_of, inspect_bag
-    from skin_screening.core.frames import message_to_rgb
-    from skin_screening.core.preprocess import FrameError, resize
+    """(crops, recording time in seconds from the first frame, chosen topic name, frames that
+    do not decode) of a bag's image topic."""
+    from skin_screening.core.bags import decoded_frames, inspect_bag
+    from skin_screening.core.preprocess import resize
 
-    info = inspect_bag(bag, topic)
-    store = typestore()
-    crops, times, broken = [], [], 0
-    for frame in frames_of(info):
-        try:
-            rgb = message_to_rgb(store.deserialize_cdr(frame.raw, frame.msgtype))
-        except FrameError:
-            broken += 1
-            continue
-        crops.append(resize(rgb, card.preprocessing))
-        times.append(frame.stamp_ns)
-    if not crops:
-        raise DataError(f'{bag}: no frame of {info.topic.name} decodes ({broken} tried)')
-    t = (np.asarray(times, np.int64) - min(times)) / 1e9
-    return np.stack(crops), t, info.topic.name, broken
+    info, broken = inspect_bag(bag, topic), []
+    frames = list(decoded_frames(info, skipped=broken))
+    if not frames:
+        raise DataError(f'{bag}: no frame of {info.topic.name} decodes ({len(broken)} tried)')
+    times = np.array([stamp for stamp, _ in frames], np.int64)
+    crops = np.stack([resize(rgb, card.preprocessing) for _, rgb in frames])
+    return crops, (times - times.min()) / 1e9, info.topic.name, len(broken)
 
 
 def roles(seconds: np.ndarray, usable: np.ndarray) -> dict[str, np.ndarray]:

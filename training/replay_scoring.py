@@ -9,14 +9,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from skin_screening.core.bags import BagError, LabelledFrame, frames_of, ground_truth, typestore
+from skin_screening.core.bags import BagError, LabelledFrame, decoded_frames, ground_truth
 from skin_screening.core.classifier import Classifier
-from skin_screening.core.frames import message_to_rgb
 from skin_screening.core.metrics import binary_report
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.operating_points import domain_default, domain_points, precision_table
 from skin_screening.core.postprocess import UNASSESSABLE
-from skin_screening.core.preprocess import FrameError
 
 from .config import DataConfig
 from .data import DERMOSCOPIC, FORMAT_DOMAINS, load_dataset, read_images, training_fold_rows
@@ -86,14 +84,8 @@ def scoring_truth(info, truth: dict | None) -> tuple[dict | None, list[str]]:
 def bag_pairs(info, truth: dict[int, dict]) -> Iterator[tuple[np.ndarray, int]]:
     """(rgb, y) of the labelled frames of the bag that the player publishes, decoded as the
     node decodes them (frames it cannot decode, it rejects: they are left out here too)."""
-    store = typestore()
-    for frame in frames_of(info):
-        if frame.stamp_ns in truth:
-            try:
-                rgb = message_to_rgb(store.deserialize_cdr(frame.raw, frame.msgtype))
-            except FrameError:
-                continue
-            yield rgb, int(truth[frame.stamp_ns]['y'])
+    for stamp_ns, rgb in decoded_frames(info, keep=truth.__contains__):
+        yield rgb, int(truth[stamp_ns]['y'])
 
 
 def direct_scores(pairs, model_dir: Path, precision: str, backend: str, point=None) -> dict:

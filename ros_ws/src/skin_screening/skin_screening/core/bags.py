@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .bag_storage import GROUND_TRUTH, BagError, Source, open_source, resolve, typestore
-from .frames import rgb_to_fields, rgb_to_jpeg, stamp_to_ns
+from .frames import message_to_rgb, rgb_to_fields, rgb_to_jpeg, stamp_to_ns
 
 __all__ = ['GROUND_TRUTH', 'BagError', 'resolve', 'typestore']  # with the names defined below
 
@@ -262,6 +262,27 @@ def frames_of(info: BagInfo) -> Iterator[BagFrame]:
     source = open_source(info.path)
     for m, stamp, _ in _frames(source, lambda t: t == info.topic.name, {}):
         yield BagFrame(m.topic, m.msgtype, m.log_time_ns, stamp, m.raw)
+
+
+def decoded_frames(
+    info: BagInfo, keep: Callable[[int], bool] = lambda stamp_ns: True, skipped: list | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(stamp_ns, RGB) of the frames frames_of(info) plays whose stamp `keep` accepts, decoded
+    as the node decodes them; a frame the node would reject is left out (and its stamp appended
+    to `skipped`, where given)."""
+    from .preprocess import FrameError
+
+    store = typestore()
+    for frame in frames_of(info):
+        if not keep(frame.stamp_ns):
+            continue
+        try:
+            rgb = message_to_rgb(store.deserialize_cdr(frame.raw, frame.msgtype))
+        except FrameError:
+            if skipped is not None:
+                skipped.append(frame.stamp_ns)
+            continue
+        yield frame.stamp_ns, rgb
 
 
 def ground_truth(path: str | Path, problems: list[str] | None = None) -> dict[int, dict]:
