@@ -37,18 +37,6 @@ FIT_FRAMES = 400
 VARIANTS = {'fp32': 'fp32', 'int8': 'int8'}
 
 
-def training_rows(model_dir: Path, n: int, seed: int = 0) -> list[dict]:
-    from training.data import release_validation
-
-    card_held = json.loads((model_dir / 'model_card.json').read_text())['data']['heldout_fold']
-    val = set(release_validation(model_dir).ids)
-    with (model_dir / 'split.csv').open() as f:
-        rows = [r for r in csv.DictReader(f) if int(r['fold']) != card_held]
-    rows = [r for r in rows if Path(r['path']).stem not in val]
-    pick = np.random.default_rng(seed).choice(len(rows), n, replace=False)
-    return [rows[i] for i in pick]  # in random order: a session visits sites in any order
-
-
 def judge(model_dir: Path, precision: str, frames: list[np.ndarray], rows: list[dict]) -> dict:
     from skin_screening.core.classifier import Classifier
     from skin_screening.core.postprocess import REFER, UNASSESSABLE
@@ -88,7 +76,7 @@ def main() -> int:
     from skin_screening.core.precision import Backend, parse_precision
     from skin_screening.core.preprocess import load_rgb
 
-    from training.new_camera import SimulatedCamera, write_camera_bag
+    from training.new_camera import SimulatedCamera, recording_rows, write_camera_bag
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', default=str(REPO / DEFAULT_MODEL))
@@ -99,7 +87,7 @@ def main() -> int:
         copy = Path(tmp) / model.name
         shutil.copytree(model, copy)
         bag = Path(tmp) / 'wearer_camera'
-        write_camera_bag(bag, training_rows(model, FIT_FRAMES), camera)
+        write_camera_bag(bag, recording_rows(model, FIT_FRAMES), camera)
         with (model / 'heldout.csv').open() as f:
             held = list(csv.DictReader(f))
         taken = [load_rgb(r['path']) for r in held]

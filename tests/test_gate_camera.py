@@ -16,23 +16,11 @@ from skin_screening.core.gate import GATE_FILE
 from skin_screening.core.model_card import ModelCard
 from skin_screening.core.preprocess import load_rgb
 
-from training.new_camera import SimulatedCamera, write_camera_bag
+from training.new_camera import SimulatedCamera, recording_rows, write_camera_bag
 
 pytestmark = pytest.mark.slow
 CAMERA = SimulatedCamera()
 KEPT = ('model.fp32.onnx',)  # each variant is fitted by the same loop (benchmark: all four)
-
-
-def training_rows(model_dir: Path, n: int) -> list[dict]:
-    """`n` images of the model's training folds (not its inner validation), shuffled."""
-    from training.data import release_validation
-
-    held = ModelCard.load(model_dir).data['heldout_fold']
-    val = set(release_validation(model_dir).ids)
-    with (model_dir / 'split.csv').open() as f:
-        rows = [r for r in csv.DictReader(f) if int(r['fold']) != held]
-    rows = [r for r in rows if Path(r['path']).stem not in val]
-    return [rows[i] for i in np.random.default_rng(0).choice(len(rows), n, replace=False)]
 
 
 def heldout_rows(model_dir: Path, n: int) -> list[dict]:
@@ -49,7 +37,7 @@ def fitted(ham_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('camera')
     copy = keep_variants(ham_model, tmp / ham_model.name, KEPT)
     bag = tmp / 'wearer'
-    assert write_camera_bag(bag, training_rows(ham_model, 400), CAMERA) == 400
+    assert write_camera_bag(bag, recording_rows(ham_model, 400), CAMERA) == 400
     fit_camera(copy, bag)
     return ham_model, copy, bag
 
@@ -124,7 +112,7 @@ def test_a_recording_too_short_to_fit_is_refused_with_what_to_do(ham_model, tmp_
     copy = tmp_path / ham_model.name
     shutil.copytree(ham_model, copy)
     bag = tmp_path / 'short'
-    write_camera_bag(bag, training_rows(ham_model, 60), CAMERA)
+    write_camera_bag(bag, recording_rows(ham_model, 60), CAMERA)
     before = (copy / GATE_FILE).read_bytes()
     with pytest.raises(DataError, match='record longer over skin'):
         fit_camera(copy, bag)

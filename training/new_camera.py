@@ -51,6 +51,19 @@ def camera_frames(paths: Sequence[str | Path], camera: SimulatedCamera) -> Itera
         yield camera(load_rgb(path), i)
 
 
+def recording_rows(model_dir: str | Path, n: int, seed: int = 0) -> list[dict]:
+    """`n` split-file rows standing in for a wearer's recording: images of the release model's
+    training folds outside its inner validation (no held-out image, none that chose its
+    calibration), in random order (a session visits sites in any order)."""
+    from .data import release_validation, training_fold_rows
+
+    validation = set(release_validation(model_dir).ids)
+    rows = [
+        r for r in training_fold_rows(model_dir) or [] if Path(r['path']).stem not in validation
+    ]
+    return [rows[i] for i in np.random.default_rng(seed).choice(len(rows), n, replace=False)]
+
+
 def write_camera_bag(
     path: str | Path, rows: Sequence[dict], camera: SimulatedCamera, rate_hz: float = 10.0
 ) -> int:
