@@ -114,7 +114,7 @@ def fit_camera(model_dir: str | Path, bag: str | Path, topic: str | None = None)
     probes = probe_sets(card, seed=JUDGE_SEED)
     caps = {k: c for k, c in probe_sets(card, seed=CAP_SEED).items() if k not in LESION_PROBES}
     gates = json.loads((model_dir / GATE_FILE).read_text())
-    rates = {}
+    rates, capped_by = {}, {}
     for file_name in files:
         old = load_gate(model_dir, card, file_name)
         engine, _ = open_variant(model_dir, file_name)
@@ -137,11 +137,9 @@ def fit_camera(model_dir: str | Path, bag: str | Path, topic: str | None = None)
             'all frames before': judged(old, crops, emb),
             'all frames after': judged(new, crops, emb),
         } | {f'{k} after': judged(new, probes[k], probe_emb[k]) for k in probes}
-        rates[file_name]['bound capped by'] = capped
-        shown = {
-            k: round(v['rate'], 3) for k, v in rates[file_name].items() if k != 'bound capped by'
-        }
-        print(f'{file_name}: flagged {shown}')
+        capped_by[file_name] = capped
+        shown = {k: round(v['rate'], 3) for k, v in rates[file_name].items()}
+        print(f'{file_name}: flagged {shown}; bound capped by {capped} probe frames')
     path = model_dir / GATE_FILE
     path.write_text(json.dumps(gates) + '\n')
     card.add_file(path)
@@ -159,6 +157,7 @@ def fit_camera(model_dir: str | Path, bag: str | Path, topic: str | None = None)
         f'{JUDGE_SEED})',
         'quality_reasons': dict(Counter(r for r in quality if r)),
         'rates': rates,
+        'bound_capped_by_probe_frames': capped_by,
     }
     card.save(model_dir)
     return card.gate['camera']
