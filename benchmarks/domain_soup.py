@@ -5,8 +5,9 @@
 RUN_A and RUN_B: cached-recipe runs of the same images, split and model (e.g. A dermoscopy
 first, `train.pretrain_domain`; B the joint recipe), mixed per fold as `train.mix_runs` does
 (training/mix.py). Per l it prints the per-domain ROC-AUC on every fold's inner validation images
-(all a choice of l may look at) and on its test fold (mean ± std over folds), and the l that
-training/mix.py's rule picks on validation with tolerance 0 and --tolerance. Nothing is written.
+(each fold's l looks at its own) and on its test fold (mean ± std over folds), and the l per
+fold that training/mix.py's rule picks on validation with its bootstrap-SE tolerance, 0 and
+--tolerance. Nothing is written.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main() -> None:
     lambdas = f'[{", ".join(str(x) for x in args.lambdas)}]'
     cfg = load_config(
         args.run_a / 'config.yaml',
-        [f'train.mix_runs={runs}', f'train.mix_lambdas={lambdas}', 'train.mix_tolerance=0'],
+        [f'train.mix_runs={runs}', f'train.mix_lambdas={lambdas}'],  # tolerance: the SE
     )
     data = load_dataset(cfg.data)
     model = build_model(cfg.model)
@@ -50,12 +51,20 @@ def main() -> None:
     for lam in mix.table:
         cells = []
         for d in domains:
-            test = [r[d] for r in mix.table[lam]['test']]
+            test = [r[d] for r in mix.table[lam]['test'].values()]
             cells.append(f'{mix.mean(lam, "val", d):.5f}{"":12}')
             cells.append(f'{np.mean(test):.4f} ± {np.std(test):.4f} {np.round(test, 3)}  ')
         print(f'{lam:.2f}  ' + ''.join(cells))
-    for tolerance in sorted({0.0, args.tolerance}):
-        print(f'rule, tolerance {tolerance}: l = {choose(mix, domains[0], tolerance)}')
+    se = mix.tolerance
+    for name, tolerance in [
+        ('one bootstrap SE', None),
+        *((f'{t:g}', t) for t in sorted({0.0, args.tolerance})),
+    ]:
+        mix.tolerance = (
+            se if tolerance is None else {k: dict.fromkeys(mix.table, tolerance) for k in se}
+        )
+        chosen = {k: choose(mix, domains[0], k) for k in se}
+        print(f'rule, tolerance {name}: l per fold {chosen}')
 
 
 if __name__ == '__main__':

@@ -32,6 +32,7 @@ class Mix:
     table: dict[float, dict[str, dict[int, dict]]]  # l -> part -> fold -> {domain: ROC-AUC}
     chosen: dict[int, float] = field(default_factory=dict)  # fold -> l
     tolerance: dict[int, dict[float, float]] = field(default_factory=dict)  # fold -> l -> tol
+    chosen_on: dict[int, list[str]] = field(default_factory=dict)  # fold -> ids that chose l
     sources: list[dict] = field(default_factory=list)  # each run's config and fold files
 
     def weights(self, k: int, lam: float | None = None) -> list:
@@ -160,10 +161,8 @@ def mix_folds(
     cfg: RunConfig, top, acts, data: LabelledSet, fold: np.ndarray, split_file: Path, test=False
 ):
     """The run's Mix: both runs' fold weights, validation table (and with `test` the test
-    folds' table too, for study: the choice never looks at it), each fold's l (printed), and
-    the ids that chose them in choosing/mix.json beside `split_file`."""
-    from .choosing import record
-
+    folds' table too, for study: the choice never looks at it), each fold's l (printed) and
+    the ids that chose it (mix.chosen_on, for the run's choosing record)."""
     folds = cfg.split.trained_folds()
     ends, sources = load_ends(cfg, top, cfg.train.mix_runs, split_file, folds)
     lambdas = {float(lam): {} for lam in cfg.train.mix_lambdas}
@@ -182,6 +181,5 @@ def mix_folds(
             chosen = ' <- chosen' * (lam == mix.chosen[k])
             tol = mix.tolerance[k][lam]
             print(f'fold {k} l={lam:.2f}: val ROC-AUC {shown} (tolerance {tol:.4f}){chosen}')
-    ids = {k: [data.ids[i] for i in parts[k]['val']] for k in folds}
-    record(split_file.parent, 'mix', 'mix weight l of each fold model', ids)
+    mix.chosen_on = {k: [data.ids[i] for i in parts[k]['val']] for k in folds}
     return mix

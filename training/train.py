@@ -232,6 +232,8 @@ def run_training(cfg: RunConfig) -> Path:
     if fold_logits:
         save_fold_logits(run_dir, data, fold, fold_logits)
     record(run_dir, 'fold-validation', VALIDATION_CHOOSES, chose)
+    if mix is not None:
+        record(run_dir, 'mix', 'mix weight l of each fold model', mix.chosen_on)
     summary = {
         key: mean_std([f[key] for f in folds])
         for key in ('at_threshold', 'at_sensitivity_threshold', 'at_max_f1_on_fold', 'uncertainty')
