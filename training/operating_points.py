@@ -218,6 +218,11 @@ def variant_logits(model_dir: Path, file_name: str, images: np.ndarray) -> tuple
     return np.concatenate(out), backend.value
 
 
+def pooled_domains(val) -> list[str]:
+    """The domains with too few validation images for a calibration of their own."""
+    return [d for d in val.domain_names if (val.domains == d).sum() < MIN_CALIBRATION]
+
+
 def calibrate_variants(model_dir: Path, val, oof: Oof | None = None) -> dict:
     """Temperature and bias per variant file and domain, fitted on the `val` images of that
     domain through that file's engine (the primary domain's at the top, the others under
@@ -229,7 +234,7 @@ def calibrate_variants(model_dir: Path, val, oof: Oof | None = None) -> dict:
     views = card.decision.views
     images = prepare_batch([load_rgb(p) for p in val.paths], card.preprocessing, views)
     primary, *others = val.domain_names
-    calibration, fp32_mean = {}, {}
+    calibration, fp32_mean, small = {}, {}, pooled_domains(val)
     files = [name for name, info in card.files.items() if 'precision' in info]
     for file_name in sorted(files, key=lambda name: name != FP32_FILE):  # FP32 first
         card.verify(model_dir / file_name)
@@ -239,7 +244,7 @@ def calibrate_variants(model_dir: Path, val, oof: Oof | None = None) -> dict:
             mine = val.domains == domain
             z = per_frame(logits, views)[mine]
             fp32_mean.setdefault(domain, float(np.mean(z)))
-            pooled = oof is not None and mine.sum() < MIN_CALIBRATION
+            pooled = oof is not None and domain in small
             if pooled:
                 d = oof.domain == domain
                 temperature, bias = fit_calibration(oof.y[d], oof.logit[d])
@@ -271,22 +276,21 @@ def write_operating_points(model_dir: str | Path, cv_runs: list[str | Path]) -> 
     model_dir = Path(model_dir)
     runs = [Path(r) for r in cv_runs]
     oof = pooled_oof(model_dir, runs)
-    y, p, fold, domains, mel, groups, ids = oof[:7]
+    y, p, fold, domains, ids = oof.y, oof.p, oof.fold, oof.domain, oof.id
     names = list(dict.fromkeys(domains.tolist()))
     points = {}
     for domain in names:
         m = domains == domain
-        points |= choose_points(y[m], p[m], fold[m], domain, domain == names[0], mel[m], groups[m])
+        points |= choose_points(
+            y[m], p[m], fold[m], domain, domain == names[0], oof.mel[m], oof.group[m]
+        )
     val = release_validation(model_dir)
     calibration = calibrate_variants(model_dir, val, oof)
     card = ModelCard.load(model_dir)
     held = int(card.data.get('heldout_fold', 0))
     nested = {int(k): ids[fold != k] for k in np.unique(fold)}
     record(model_dir, 'thresholds', 'operating-point thresholds', {held: ids} | nested)
-    fp32 = calibration[FP32_FILE]
-    pooled = [d for d, c in {fp32['domain']: fp32, **fp32.get('domains', {})}.items()
-              if c.get('fitted_on')]  # fmt: skip
-    chose = [*val.ids, *ids[np.isin(domains, pooled)]]
+    chose = [*val.ids, *ids[np.isin(domains, pooled_domains(val))]]
     record(model_dir, 'variant-calibration', 'calibration of every variant', {held: chose})
     card.operating_points = {
         'default': DEFAULT_POINT,
