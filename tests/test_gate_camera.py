@@ -162,3 +162,21 @@ def test_diagnostics_warn_on_a_bag_of_the_camera_before_fitting_and_stay_ok_afte
     ), before
     assert after and max(share for _, _, share in after) < 0.25, after
     assert all(level == DiagnosticStatus.OK[0] for level, _, _ in after), after
+
+
+def test_a_camera_bag_that_is_not_one_is_one_clear_error(ham_model, tmp_path):
+    """The command line: a missing path and a file that is no bag each end in one line and
+    exit code 2, the model folder untouched."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    before = (ham_model / 'model_card.json').read_bytes()
+    (tmp_path / 'bad.mcap').write_text('not a bag')
+    for bag, says in ((tmp_path / 'missing', 'not found'), (tmp_path / 'bad.mcap', 'cannot open')):
+        cmd = [sys.executable, '-m', 'training', 'gate', str(ham_model), '--camera-bag', str(bag)]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.startswith('error: ') and says in done.stderr
+        assert 'Traceback' not in done.stderr
+    assert (ham_model / 'model_card.json').read_bytes() == before

@@ -237,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from skin_screening.core.bags import BagError
     from skin_screening.core.engines import EngineError
 
     from .data import DataError
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DataError, TrainingError, EngineError, OSError, KeyError, ValueError) as exc:
+    except (DataError, TrainingError, EngineError, BagError, OSError, KeyError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
 
