@@ -174,19 +174,34 @@ def reported_params(node, name: str, keys) -> dict:
 
 
 def stopped(proc: subprocess.Popen, sig: int, timeout: float = 40) -> tuple[int, list]:
-    """Send `sig` to the launch; its exit code and the processes it left running."""
+    """Send `sig` to the launch; its exit code and the processes it left running (each with
+    what its threads were waiting on, for the failure message)."""
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(sig)
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         code = None
-    _, alive = psutil.wait_procs(children, timeout=10)
+    # a clean shutdown tears DDS down: seconds on a loaded 2-core machine, never this long
+    _, alive = psutil.wait_procs(children, timeout=30)
+    left = [(p.pid, p.name(), waiting_on(p.pid)) for p in alive]
     for leftover in alive:
         leftover.kill()
     if code is None:
         proc.kill()
-    return code, alive
+    return code, left
+
+
+def waiting_on(pid: int) -> list[str]:
+    """Each thread's state and kernel wait channel (/proc), to tell a hang from a slow exit."""
+    found = []
+    for task in Path(f'/proc/{pid}/task').glob('*'):
+        try:
+            state = (task / 'stat').read_text().rsplit(')', 1)[1].split()[0]
+            found.append(f'{task.name}:{state}:{(task / "wchan").read_text()}')
+        except OSError:
+            continue
+    return found
 
 
 @pytest.fixture
@@ -245,7 +260,7 @@ def test_wearable_launch_matches_the_stand_in_and_stops_cleanly(
     # what launch printed, and the nodes' own rcl log files (they outlive a killed launch)
     output = log.read_text() + ''.join(p.read_text() for p in (tmp_path / 'roslog').rglob('*.log'))
     print(f'{flavour} {sig.name}: exit code {code}, {len(alive)} left running')
-    assert not alive, [(p.pid, p.name()) for p in alive]
+    assert not alive, alive
     # launch ends with 0 on SIGINT; on SIGTERM launch 3.x/1.x die by it (-15): the nodes, told
     # by the kernel (PR_SET_PDEATHSIG), still shut down cleanly
     assert code == (0 if sig == signal.SIGINT else -signal.SIGTERM), output[-3000:]
