@@ -17,16 +17,18 @@ from collections import defaultdict
 import numpy as np
 
 
-def head(shape, dim: int):
+def head(shape, dim: int, width: int = 256):
+    """Cut activations -> unit descriptor: a 1x1 convolution (learnt local features), average
+    and max pooling over the frame (invariant to where the lesion sits), a linear projection."""
     import keras
 
-    x = inputs = keras.Input(shape)
-    for width in (192, 256):
-        x = keras.layers.Conv2D(width, 3, padding='same', activation='relu')(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    inputs = keras.Input(shape)
+    x = keras.layers.Conv2D(width, 1, activation='relu')(inputs)
+    x = keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(x), keras.layers.GlobalMaxPooling2D()(x)]
+    )
     x = keras.layers.Dense(dim)(x)
-    x = keras.layers.UnitNormalization()(x)
-    return keras.Model(inputs, x)
+    return keras.Model(inputs, keras.layers.UnitNormalization()(x))
 
 
 def supcon(z, groups, temperature: float = 0.1):
