@@ -10,6 +10,10 @@ is chosen on their inner-validation lesions so that at most 1 % of different-les
 the held-out fold chooses nothing. Prints top-1 retrieval on held-out lesions with 2+ images
 (each image queries every other held-out image, a random dihedral view each), and the merge
 curve. Nothing is written.
+Measured (3,000 steps, 21 min here; 773 held-out queries, gallery 1,699 images): one random view
+top-1 0.768, at the validation-chosen bound 0.493 held-out false merges 1.06 % of 1.44 M
+different-lesion pairs, 94.0 % of same-lesion pairs kept; mean of 8 views top-1 0.847, 1.04 %,
+96.9 %. (The classifier's 96-d embedding: 0.55; ORB + RANSAC 0.540.) Goal: 0.90.
 """
 
 from __future__ import annotations
