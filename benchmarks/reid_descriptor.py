@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 
 def activations(config: Path):
-    """(cut activations [8, N, h, w, c] float16, images, fold per image from the shipped split)."""
+    """(cut activations [8, N, h, w, c] float16, images, fold per image from the shipped split,
+    the run config)."""
     from skin_screening.core.model_card import DEFAULT_MODEL
 
     from training.config import load_config
@@ -47,7 +48,7 @@ def activations(config: Path):
     )
     split, fold = split_set(REPO / DEFAULT_MODEL)
     by_id = dict(zip(split.ids, fold, strict=True))
-    return acts, data, np.array([by_id[i] for i in data.ids]), int(cfg.seed)
+    return acts, data, np.array([by_id[i] for i in data.ids]), cfg
 
 
 def describe(net, acts, index: np.ndarray, views: int, rng) -> np.ndarray:
@@ -84,7 +85,7 @@ def main() -> int:
     import tensorflow as tf
 
     from training.data import fold_fit_val
-    from training.reid import batches, embed, head, retrieval, supcon
+    from training.reid import batches, embed, head, retrieval, stack_views, supcon
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default=REPO / 'training/configs/mobilenetv2_a1.0_joint.yaml')
@@ -93,18 +94,19 @@ def main() -> int:
     parser.add_argument('--lesions-per-batch', type=int, default=96)
     parser.add_argument('--max-merge', type=float, default=0.01)
     args = parser.parse_args()
-    acts, data, fold, seed = activations(Path(args.config))
+    acts, data, fold, cfg = activations(Path(args.config))
+    seed, held_fold = int(cfg.seed), cfg.split.holdout_fold
     rng = np.random.default_rng(seed)
     tf.random.set_seed(seed)
-    fit, val = fold_fit_val(data, fold, 0, 0.15, seed)
-    held = np.nonzero(fold == 0)[0]
+    fit, val = fold_fit_val(data, fold, held_fold, cfg.split.inner_val_fraction, seed)
+    held = np.nonzero(fold == held_fold)[0]
     net = head(acts.shape[2:], args.dim)
     opt = tf.keras.optimizers.Adam(1e-3)
     feed = batches(data.groups, fit, args.lesions_per_batch, rng)
     start = time.time()
     for step in range(args.steps):
         rows, views, labels = next(feed)
-        x = np.stack([acts[v, i] for i, v in zip(rows, views)]).astype(np.float32)
+        x = stack_views(acts, rows, views)
         with tf.GradientTape() as tape:
             loss = supcon(net(x, training=True), tf.constant(labels))
         opt.apply_gradients(

@@ -7,7 +7,8 @@ import csv
 import numpy as np
 import pytest
 from skin_screening.core.bags import LabelledFrame
-from skin_screening.core.lesions import LesionTracker, TrackingConfig, sigmoid
+from skin_screening.core.lesions import LesionTracker, TrackingConfig
+from skin_screening.core.postprocess import sigmoid
 from skin_screening.core.preprocess import load_rgb
 
 from tests.conftest import REPO

@@ -61,11 +61,16 @@ def batches(groups: np.ndarray, index: np.ndarray, lesions_per_batch: int, rng):
         yield np.array(rows), np.array(views), np.array(labels)
 
 
+def stack_views(acts, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """The cut activations of image `rows[j]` in dihedral view `views[j]`, float32."""
+    return np.stack([acts[v, i] for i, v in zip(rows, views, strict=True)]).astype(np.float32)
+
+
 def embed(net, acts, index: np.ndarray, views: np.ndarray, batch: int = 256) -> np.ndarray:
     out = []
     for s in range(0, len(index), batch):
-        x = np.stack([acts[v, i] for i, v in zip(index[s : s + batch], views[s : s + batch])])
-        out.append(net(x.astype(np.float32), training=False).numpy())
+        x = stack_views(acts, index[s : s + batch], views[s : s + batch])
+        out.append(net(x, training=False).numpy())
     return np.concatenate(out)
 
 

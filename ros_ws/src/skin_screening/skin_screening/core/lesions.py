@@ -22,10 +22,11 @@ assessed frame a lesion id:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .postprocess import logit, sigmoid
 
 THUMB = (80, 60)  # width, height of the continuity thumbnail
 
@@ -46,15 +47,6 @@ class TrackingConfig:
             raise ValueError('need 0 < min_continuity < 1, max_gap_s > 0, min_frames >= 1')
 
 
-def logit(p: float) -> float:
-    p = min(max(float(p), 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
-
-
 @dataclass
 class Pass:
     """One continuous look at a lesion."""
@@ -67,7 +59,7 @@ class Pass:
 
     @property
     def probability(self) -> float:
-        return sigmoid(sum(self.logits) / len(self.logits))
+        return float(sigmoid(sum(self.logits) / len(self.logits)))
 
 
 @dataclass
@@ -92,7 +84,7 @@ class Lesion:
     @property
     def probability(self) -> float:
         """Fused: sigmoid of the mean calibrated logit over every assessed frame."""
-        return sigmoid(sum(sum(p.logits) for p in self.passes) / self.frames)
+        return float(sigmoid(sum(sum(p.logits) for p in self.passes) / self.frames))
 
     @property
     def uncertainty(self) -> float:
@@ -175,7 +167,7 @@ class LesionTracker:
             self._passes += 1
         p = self._pass
         p.last_ns = stamp_ns
-        p.logits.append(logit(probability))
+        p.logits.append(float(logit(probability)))
         if descriptor is not None and p.descriptor is None:
             p.descriptor = np.asarray(descriptor, np.float32)
         frame = (stamp_ns, float(probability), float(uncertainty))
